@@ -1,0 +1,135 @@
+"""The ``bastion`` command line: ``bastion --help`` lists the command groups.
+
+Long commands show progress bars (on a terminal) and end with a table. Every command uses one torch
+thread unless ``--threads`` says otherwise: on the shared 2-core machines more threads were slower.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import click
+import torch
+
+from . import __version__
+from .core.report import markdown_table
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bastion")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch intra-op threads")
+@click.option("-v", "--verbose", count=True, help="-v for info logs, -vv for debug logs")
+def cli(threads: int, verbose: int) -> None:
+    """bastion: attack, audit, defend and scale your own PyTorch models; reproduce ten papers offline."""
+    torch.set_num_threads(threads)
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+# --------------------------------------------------------------------------- zoo
+@cli.group()
+def zoo() -> None:
+    """List and train the cached model zoo."""
+
+
+@zoo.command("list")
+def zoo_list() -> None:
+    """Every registered model, whether it is cached, and its held-out accuracy."""
+    from . import zoo as zoo_mod
+
+    click.echo(markdown_table(zoo_mod.list_models()))
+    click.echo(f"\ncache: {zoo_mod.cache_dir() / 'zoo'}")
+
+
+@zoo.command("train")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="retrain even if cached weights exist")
+def zoo_train(names: tuple[str, ...], force: bool) -> None:
+    """Train (or load from cache) zoo models NAMES; `all` trains every one."""
+    from . import zoo as zoo_mod
+    from .core.registry import MODELS
+
+    if names == ("all",):
+        names = tuple(MODELS.names())
+    rows = []
+    for name in names:
+        if name not in MODELS:
+            raise click.BadParameter(
+                f"unknown zoo model {name!r}; known: {', '.join(MODELS.names())}", param_hint="NAMES"
+            )
+        was_cached = zoo_mod.is_cached(name)
+        model = zoo_mod.train(name, force=force, quiet=False)
+        rows.append({
+            "name": name,
+            "test_accuracy": model.meta.get("test_accuracy"),
+            "train_seconds": model.meta.get("train_seconds"),
+            "from_cache": was_cached and not force,
+        })  # fmt: skip
+    click.echo(markdown_table(rows))
+
+
+# --------------------------------------------------------------------------- reproduce
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--list", "list_", is_flag=True, help="list the reproductions")
+@click.option("--quick", is_flag=True, help="the scaled-down variant (minutes on 2 cores)")
+@click.option("--out", type=click.Path(file_okay=False), default="report", show_default=True, help="output folder")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+def reproduce(name: str | None, list_: bool, quick: bool, out: str, seed: int) -> None:
+    """Run reproduction NAME (or `all`), write OUT/NAME/result.json and print its claims.
+
+    `all` also writes OUT/index.html and OUT/results.json.
+    """
+    from . import reproduce as repro
+    from .core.registry import REPRODUCTIONS
+
+    if list_:
+        rows = [{"name": n, "system": r.system, "title": r.title} for n, r in REPRODUCTIONS.items()]
+        click.echo(markdown_table(rows))
+        return
+    if name is None:
+        raise click.UsageError("give a reproduction NAME, `all`, or --list")
+    names = REPRODUCTIONS.names() if name == "all" else [name]
+    for n in names:
+        if n not in REPRODUCTIONS:
+            raise click.BadParameter(
+                f"unknown reproduction {n!r}; known: {', '.join(REPRODUCTIONS.names())}", param_hint="NAME"
+            )
+    results = []
+    start = time.perf_counter()
+    for n in names:
+        click.echo(f"== reproduce {n}{' --quick' if quick else ''}", err=True)
+        result = repro.run_reproduction(n, out, quick=quick, seed=seed, quiet=False)
+        results.append(result)
+        rows = [{"claim": c.claim, "holds": c.holds} for c in result.claims]
+        click.echo(f"\n## {result.title} ({result.wall_seconds:.1f} s)\n")
+        for tname, table in result.tables.items():
+            click.echo(f"### {tname}\n\n{markdown_table(table)}\n")
+        click.echo(markdown_table(rows))
+        click.echo(f"\nwrote {out}/{n}/result.json")
+    if name == "all":
+        index = repro.write_report(results, out)
+        click.echo(f"\nwrote {index} ({time.perf_counter() - start:.1f} s in all)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``bastion`` console script."""
+    try:
+        cli.main(args=argv, prog_name="bastion", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""Scaled-down reproductions, one module per paper; ``bastion reproduce NAME`` runs one.
+
+Importing this package registers every reproduction in :data:`bastion.core.REPRODUCTIONS`.
+"""
+
+from . import zoo as _zoo  # noqa: F401  (registers "zoo")
+from .base import Claim, Reproduction, ReproductionResult, claim, run_reproduction
+from .report import SYSTEMS, write_report
+
+__all__ = [
+    "SYSTEMS",
+    "Claim",
+    "Reproduction",
+    "ReproductionResult",
+    "claim",
+    "run_reproduction",
+    "write_report",
+]

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bastion.reproduce import Claim, ReproductionResult, claim, write_report
+from bastion.reproduce.report import SYSTEMS
+
+
+def _result(holds_value: float) -> ReproductionResult:
+    return ReproductionResult(
+        name="zoo", system="foundation", title="Zoo", quick=True, seed=0,
+        config={"k": 1},
+        tables={"numbers": [{"model": "m", "acc": holds_value}]},
+        claims=[claim("acc at least 0.9", {"acc": holds_value}, lambda m: m["acc"] >= 0.9, reference={"paper": 0.95})],
+    )  # fmt: skip
+
+
+def test_claim_holds_is_computed_from_measured():
+    assert claim("x", {"v": 1}, lambda m: m["v"] > 0).holds is True
+    assert claim("x", {"v": -1}, lambda m: m["v"] > 0).holds is False
+    c = claim("x", {"v": 1}, lambda m: m["v"] > 0)
+    assert isinstance(c, Claim) and c.measured == {"v": 1}
+
+
+@pytest.mark.parametrize(("value", "word", "css"), [(0.93, "holds", "ok"), (0.5, "does not hold", "bad")])
+def test_report_marks_each_claim(tmp_path, value, word, css):
+    index = write_report([_result(value)], tmp_path)
+    page = index.read_text()
+    assert f"class='{css}'>{word}</td>" in page
+    assert "acc at least 0.9" in page and "paper: 0.95" in page
+    # every system has a section; those without a reproduction say so
+    for title, _, _ in SYSTEMS:
+        assert title.split(":")[0].replace("&", "&amp;") in page
+    assert page.count("Not reproduced yet") == len(SYSTEMS) - 1
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["results"][0]["claims"][0]["holds"] is (value >= 0.9)
+    assert data["environment"]["packages"]["torch"]
