@@ -113,7 +113,10 @@ class ImageDataset(Dataset):
 
 
 def stratified_split(labels: np.ndarray | torch.Tensor, test_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded stratified split of ``range(len(labels))`` into sorted (train, test) index arrays.
+    """Seeded stratified split of ``range(len(labels))`` into (train, test) index arrays.
+
+    Both come in a seeded shuffled order, so that a slice such as ``test[:16]`` mixes the classes
+    (the MNIST-5k file is sorted by class).
 
     >>> tr, te = stratified_split(np.repeat(np.arange(2), 5), test_size=4, seed=0)
     >>> len(tr), len(te), np.bincount(np.repeat(np.arange(2), 5)[te]).tolist()
@@ -122,13 +125,14 @@ def stratified_split(labels: np.ndarray | torch.Tensor, test_size: int, seed: in
     labels = np.asarray(labels)
     idx = np.arange(len(labels))
     train, test = train_test_split(idx, test_size=test_size, random_state=seed, stratify=labels)
-    return np.sort(train), np.sort(test)
+    return train, test
 
 
 def _select(images: np.ndarray, labels: np.ndarray, split: str, test_size: int, seed: int):
     check_choice(split, "split", _SPLITS)
     if split == "all":
-        return images, labels
+        rows = np.random.default_rng(seed).permutation(len(labels))
+        return images[rows], labels[rows]
     train, test = stratified_split(labels, test_size, seed)
     rows = train if split == "train" else test
     return images[rows], labels[rows]
