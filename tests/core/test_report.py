@@ -34,6 +34,15 @@ def test_tables_escape_and_fill_missing_cells():
     assert "&lt;script&gt;" in html and "<script>" not in html
 
 
+def test_figure_axes_are_squeezed_like_pyplot():
+    _, ax = new_figure()
+    assert hasattr(ax, "plot")
+    _, (left, right) = new_figure(1, 2)
+    assert hasattr(left, "plot") and hasattr(right, "plot")
+    _, grid = new_figure(2, 3)
+    assert grid.shape == (2, 3)
+
+
 def test_figure_is_written_as_png(tmp_path):
     fig, ax = new_figure()
     ax.plot([0, 1], [1, 0])

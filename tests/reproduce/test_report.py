@@ -37,3 +37,19 @@ def test_report_marks_each_claim(tmp_path, value, word, css):
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["results"][0]["claims"][0]["holds"] is (value >= 0.9)
     assert data["environment"]["packages"]["torch"]
+
+
+def test_zoo_reproduction_end_to_end_on_the_mnist5k_models(tmp_path):
+    """The zoo reproduction's code path (tables, claims, figure) on the fast MNIST-5k subset."""
+    from bastion.core import MODELS
+    from bastion.reproduce.zoo import ZooReproduction
+
+    names = [n for n in MODELS.names() if n.startswith("mnist5k-")]
+    result = ZooReproduction(models=names).run(tmp_path, quick=True, seed=0, quiet=True)
+    rows = result.tables["Small classifiers (28x28 grey)"]
+    assert sorted(r["model"] for r in rows) == names
+    assert all(r["test images"] == 1000 and 0.9 < r["test accuracy"] <= 1 for r in rows)
+    texts = [c.claim for c in result.claims]
+    assert not any("fashion-mnist" in t for t in texts)
+    assert all(c.holds for c in result.claims), [(c.claim, c.measured) for c in result.claims if not c.holds]
+    assert (tmp_path / "zoo.png").read_bytes()[:4] == b"\x89PNG"

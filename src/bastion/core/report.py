@@ -124,10 +124,14 @@ def html_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None 
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] = (6.0, 4.0)):
-    """Return ``(figure, axes)`` on the Agg canvas, without pyplot's global state."""
+    """Return ``(figure, axes)`` on the Agg canvas, without pyplot's global state.
+
+    ``axes`` is squeezed like ``pyplot.subplots``: one ``Axes`` for 1x1, a 1-D array for one row or
+    column, a 2-D array otherwise.
+    """
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=nrows * ncols == 1)
+    axes = fig.subplots(nrows, ncols, squeeze=True)
     return fig, axes
 
 
