@@ -15,6 +15,7 @@ from .attacks import (
     log_probs,
     margin,
 )
+from .audit import AuditResult, audit, roc_figure
 from .ensemble import PosteriorEnsemble
 from .lira import BatchedMLP, balanced_keep_matrix, lira_scores, train_batched
 from .metrics import MembershipMetrics, membership_metrics, tpr_at_fpr
@@ -26,11 +27,13 @@ from .theory import (
     sgld_kl_bound,
     yeom_dp_advantage_bound,
 )
+from .training import logits_of, train_classifier
 
 __all__ = [
     "ATTACKS",
     "SGHMC",
     "SGLD",
+    "AuditResult",
     "BatchedMLP",
     "ConfidenceAttack",
     "EntropyAttack",
@@ -41,17 +44,21 @@ __all__ = [
     "ModifiedEntropyAttack",
     "PosteriorEnsemble",
     "YeomThreshold",
+    "audit",
     "balanced_keep_matrix",
     "langevin_kl_bound",
     "lira_scores",
     "log_probs",
+    "logits_of",
     "margin",
     "membership_metrics",
     "pSGLD",
     "pinsker_advantage",
+    "roc_figure",
     "sgld_advantage_bound",
     "sgld_kl_bound",
     "tpr_at_fpr",
     "train_batched",
+    "train_classifier",
     "yeom_dp_advantage_bound",
 ]
