@@ -43,3 +43,38 @@ def test_reproduce_all_quick_writes_report(tmp_path, capsys):
     result = json.loads((tmp_path / "zoo" / "result.json").read_text())
     assert result["claims"] and all(c["holds"] for c in result["claims"]), result["claims"]
     assert (tmp_path / "index.html").is_file() and (tmp_path / "zoo" / "zoo.png").is_file()
+
+
+def test_audit_command(tmp_path, capsys):
+    out = tmp_path / "audit"
+    argv = [
+        "audit",
+        "--model",
+        "zoo:mnist5k-mlp",
+        "--members",
+        "mnist5k:train[:300]",
+        "--nonmembers",
+        "mnist5k:test[:300]",
+    ]
+    assert main([*argv, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| loss |" in text and "gap" in text
+    data = json.loads((out / "audit.json").read_text())
+    assert {r["attack"] for r in data["attacks"]} == {
+        "loss",
+        "yeom",
+        "confidence",
+        "entropy",
+        "modified_entropy",
+        "gap",
+    }
+    assert data["member_accuracy"] >= data["nonmember_accuracy"]
+    assert (out / "roc.png").is_file()
+    assert (
+        main(["audit", "--model", "zoo:mnist5k-mlp", "--members", "mnist5k:trai", "--nonmembers", "mnist5k:test"]) == 2
+    )
+    assert "'trai'" in capsys.readouterr().err
+    assert (
+        main(["audit", "--model", "zoo:mnist5k-mlp", "--members", "digits:test", "--nonmembers", "mnist5k:test"]) == 2
+    )
+    assert "expects (1, 28, 28)" in capsys.readouterr().err

@@ -72,6 +72,55 @@ def zoo_train(names: tuple[str, ...], force: bool) -> None:
     click.echo(markdown_table(rows))
 
 
+# --------------------------------------------------------------------------- audit
+@cli.command()
+@click.option("--model", "model_spec", required=True, help="zoo:NAME (a user's own model: bastion.privacy.audit)")
+@click.option("--members", required=True, help="data the model trained on, e.g. mnist5k:train[:1000]")
+@click.option("--nonmembers", required=True, help="data it did not see, e.g. mnist5k:test")
+@click.option("--out", type=click.Path(file_okay=False), default="report/audit", show_default=True)
+def audit(model_spec: str, members: str, nonmembers: str, out: str) -> None:
+    """Membership-inference audit: every score-based attack's metrics, the accuracy gap, a ROC figure.
+
+    Data specs: NAME:SPLIT[START:STOP], folder:PATH (one sub-folder per class) or idx:IMAGES,LABELS.
+    """
+    from pathlib import Path
+
+    from . import zoo as zoo_mod
+    from .core.report import write_json
+    from .data import parse_data_spec
+    from .privacy import audit as run_audit
+    from .privacy import roc_figure
+
+    if not model_spec.startswith("zoo:"):
+        raise click.BadParameter(
+            "only zoo:NAME models here; audit your own model with bastion.privacy.audit", param_hint="--model"
+        )
+    try:
+        model = zoo_mod.load(model_spec[len("zoo:") :], quiet=False)
+        mem, non = parse_data_spec(members), parse_data_spec(nonmembers)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        raise click.UsageError(str(exc.args[0]) if exc.args else str(exc)) from exc
+    for name, data in (("--members", mem), ("--nonmembers", non)):
+        if data.input_shape != model.input_shape:
+            raise click.BadParameter(
+                f"images have shape {data.input_shape}, the model expects {model.input_shape}", param_hint=name
+            )
+    result = run_audit(model.classifier(), (mem.images, mem.labels), (non.images, non.labels))
+    click.echo(markdown_table(result.rows()))
+    click.echo(
+        f"\naccuracy: members {result.member_accuracy:.4f}, non-members {result.nonmember_accuracy:.4f}, "
+        f"gap {result.accuracy_gap:.4f}"
+    )
+    out_dir = Path(out)
+    fig = roc_figure({k: result.scores[k] for k in ("loss", "confidence", "modified_entropy")}, out_dir / "roc.png",
+                     title=f"{model_spec}: {members} vs {nonmembers}")  # fmt: skip
+    write_json(out_dir / "audit.json", {"model": model_spec, "members": members, "nonmembers": nonmembers,
+                                        "member_accuracy": result.member_accuracy,
+                                        "nonmember_accuracy": result.nonmember_accuracy,
+                                        "attacks": result.rows()})  # fmt: skip
+    click.echo(f"wrote {out_dir / 'audit.json'} and {fig}")
+
+
 # --------------------------------------------------------------------------- reproduce
 @cli.command()
 @click.argument("name", required=False)

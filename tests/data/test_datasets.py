@@ -130,3 +130,20 @@ def test_image_dataset_validates_and_subsets():
     assert torch.equal(sub.images, ds.images[[3, 0]]) and sub.labels.tolist() == [1, 0]
     x, y = ds[1]
     assert x.shape == (1, 2, 2) and int(y) == 1
+
+
+def test_data_specs(tmp_path):
+    from bastion.data import parse_data_spec, write_idx
+
+    assert len(parse_data_spec("mnist5k:test")) == 1000
+    sub = parse_data_spec("mnist5k:test[100:150]")
+    assert torch.equal(sub.images, mnist5k("test").images[100:150])
+    assert len(parse_data_spec("digits:train[-10:]")) == 10
+    write_idx(tmp_path / "x.idx", np.zeros((3, 4, 4), np.uint8))
+    write_idx(tmp_path / "y.idx", np.array([0, 1, 0], np.uint8))
+    assert len(parse_data_spec(f"idx:{tmp_path / 'x.idx'},{tmp_path / 'y.idx'}")) == 3
+    for bad, match in [("mnist5k", "cannot parse"), ("idx:a", "IMAGES,LABELS"), ("mnist5k:test[5:5]", "no rows")]:
+        with pytest.raises(ValueError, match=match):
+            parse_data_spec(bad)
+    with pytest.raises(DataNotFoundError):
+        parse_data_spec(f"folder:{tmp_path / 'none'}")

@@ -16,6 +16,7 @@ from .datasets import (
 )
 from .errors import DataError, DataNotFoundError
 from .idx import read_idx, write_idx
+from .spec import parse_data_spec
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
@@ -31,6 +32,7 @@ __all__ = [
     "load_dataset",
     "mnist5k",
     "package_data_dir",
+    "parse_data_spec",
     "read_idx",
     "stratified_split",
     "write_idx",
