@@ -40,5 +40,5 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 "${pip[@]}" install -q --upgrade pip
 # torch and torchvision first and on their own: on this machine pip takes both from local disk.
 "${pip[@]}" install -q "torch==2.14.1" "torchvision==0.29.1"
-"${pip[@]}" install -q -e ".[dev]"
+"${pip[@]}" install -q -e ".[dev,bench]"
 "$venv/bin/python" -c "import bastion, torch, torchvision; print('install: bastion', bastion.__version__, 'torch', torch.__version__)"

@@ -78,3 +78,14 @@ def test_audit_command(tmp_path, capsys):
         main(["audit", "--model", "zoo:mnist5k-mlp", "--members", "digits:test", "--nonmembers", "mnist5k:test"]) == 2
     )
     assert "expects (1, 28, 28)" in capsys.readouterr().err
+
+
+def test_audit_with_zoo_recipe_runs_shadow_and_lira(tmp_path, capsys):
+    argv = [
+        "audit", "--model", "zoo:mnist5k-mlp", "--members", "mnist5k:train[:200]",
+        "--nonmembers", "mnist5k:test[:200]", "--shadow-data", "mnist5k:test[200:600]",
+        "--lira-models", "2", "--out", str(tmp_path),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "| shadow |" in text and "| lira_online |" in text and "| lira_offline |" in text

@@ -77,8 +77,14 @@ def zoo_train(names: tuple[str, ...], force: bool) -> None:
 @click.option("--model", "model_spec", required=True, help="zoo:NAME (a user's own model: bastion.privacy.audit)")
 @click.option("--members", required=True, help="data the model trained on, e.g. mnist5k:train[:1000]")
 @click.option("--nonmembers", required=True, help="data it did not see, e.g. mnist5k:test")
+@click.option("--shadow-data", default=None, help="disjoint data for Shokri shadow models trained by the zoo recipe")
+@click.option("--lira-models", type=click.IntRange(min=0), default=0, show_default=True,
+              help="LiRA reference models trained by the zoo recipe (even, >= 2; 0 = no LiRA)")  # fmt: skip
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default="report/audit", show_default=True)
-def audit(model_spec: str, members: str, nonmembers: str, out: str) -> None:
+def audit(
+    model_spec: str, members: str, nonmembers: str, shadow_data: str | None, lira_models: int, seed: int, out: str
+) -> None:
     """Membership-inference audit: every score-based attack's metrics, the accuracy gap, a ROC figure.
 
     Data specs: NAME:SPLIT[START:STOP], folder:PATH (one sub-folder per class) or idx:IMAGES,LABELS.
@@ -98,14 +104,23 @@ def audit(model_spec: str, members: str, nonmembers: str, out: str) -> None:
     try:
         model = zoo_mod.load(model_spec[len("zoo:") :], quiet=False)
         mem, non = parse_data_spec(members), parse_data_spec(nonmembers)
+        shadow = parse_data_spec(shadow_data) if shadow_data else None
     except (KeyError, ValueError, FileNotFoundError) as exc:
         raise click.UsageError(str(exc.args[0]) if exc.args else str(exc)) from exc
-    for name, data in (("--members", mem), ("--nonmembers", non)):
-        if data.input_shape != model.input_shape:
+    for name, data in (("--members", mem), ("--nonmembers", non), ("--shadow-data", shadow)):
+        if data is not None and data.input_shape != model.input_shape:
             raise click.BadParameter(
                 f"images have shape {data.input_shape}, the model expects {model.input_shape}", param_hint=name
             )
-    result = run_audit(model.classifier(), (mem.images, mem.labels), (non.images, non.labels))
+    recipe = {}
+    if shadow is not None or lira_models:
+        recipe = {"train_fn": zoo_mod.trainer(model.name), "lira_models": lira_models, "seed": seed}
+        if shadow is not None:
+            recipe["shadow_data"] = (shadow.images, shadow.labels)
+    try:
+        result = run_audit(model.classifier(), (mem.images, mem.labels), (non.images, non.labels), **recipe)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     click.echo(markdown_table(result.rows()))
     click.echo(
         f"\naccuracy: members {result.member_accuracy:.4f}, non-members {result.nonmember_accuracy:.4f}, "

@@ -20,6 +20,7 @@ from .ensemble import PosteriorEnsemble
 from .lira import BatchedMLP, balanced_keep_matrix, lira_scores, train_batched
 from .metrics import MembershipMetrics, membership_metrics, tpr_at_fpr
 from .optimizers import SGHMC, SGLD, pSGLD
+from .shadow import ShadowModelAttack
 from .theory import (
     langevin_kl_bound,
     pinsker_advantage,
@@ -43,6 +44,7 @@ __all__ = [
     "MembershipMetrics",
     "ModifiedEntropyAttack",
     "PosteriorEnsemble",
+    "ShadowModelAttack",
     "YeomThreshold",
     "audit",
     "balanced_keep_matrix",

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..core.checks import check_choice, check_int, check_tensor
 
-__all__ = ["BatchedMLP", "balanced_keep_matrix", "lira_scores", "train_batched"]
+__all__ = ["BatchedMLP", "balanced_keep_matrix", "lira_scores", "lira_target_scores", "train_batched"]
 
 
 def balanced_keep_matrix(n_models: int, n_points: int, seed: int = 0) -> torch.Tensor:
@@ -111,6 +111,46 @@ def _fill_nan(v: torch.Tensor) -> torch.Tensor:
     return torch.where(ok, v, v[ok].mean())
 
 
+def lira_target_scores(
+    target_stats: torch.Tensor,
+    ref_stats: torch.Tensor,
+    ref_keep: torch.Tensor,
+    *,
+    online: bool = True,
+    fix_variance: bool = False,
+    offline: str = "one_sided",
+) -> torch.Tensor:
+    """LiRA scores ``(n,)`` of one target's statistics against reference models ``(M, n)``.
+
+    ``ref_keep[m, i]`` says whether reference model ``m`` trained on point ``i``.
+    """
+    target_stats = check_tensor(target_stats, "target_stats", ndim=1, floating=True).to(torch.float64)
+    s = check_tensor(ref_stats, "ref_stats", ndim=2, floating=True).to(torch.float64)
+    k = check_tensor(ref_keep, "ref_keep", ndim=2)
+    if k.dtype != torch.bool:
+        raise TypeError(f"ref_keep must be a boolean tensor, got {k.dtype}")
+    if k.shape != s.shape or s.shape[1] != target_stats.shape[0]:
+        raise ValueError(
+            f"ref_keep {tuple(k.shape)} and ref_stats {tuple(s.shape)} must both be (M, n) "
+            f"with n = {target_stats.shape[0]}"
+        )
+    check_choice(offline, "offline", ("one_sided", "logpdf"))
+    mu_out, sd_out = _masked_stats(s, ~k)
+    mu_out, sd_out = _fill_nan(mu_out), _fill_nan(sd_out)
+    if fix_variance:
+        sd_out = torch.full_like(sd_out, float(s[~k].std(unbiased=False)))
+    x = target_stats
+    if online:
+        mu_in, sd_in = _masked_stats(s, k)
+        mu_in, sd_in = _fill_nan(mu_in), _fill_nan(sd_in)
+        if fix_variance:
+            sd_in = torch.full_like(sd_in, float(s[k].std(unbiased=False)))
+        return _gauss_logpdf(x, mu_in, sd_in + 1e-30) - _gauss_logpdf(x, mu_out, sd_out + 1e-30)
+    if offline == "one_sided":
+        return -torch.special.log_ndtr(-(x - mu_out) / (sd_out + 1e-30))  # -log Pr[Z > phi]
+    return -_gauss_logpdf(x, mu_out, sd_out + 1e-30)
+
+
 def lira_scores(
     stats: torch.Tensor,
     keep: torch.Tensor,
@@ -149,23 +189,9 @@ def lira_scores(
     scores = torch.empty_like(stats)
     for t in range(m):
         others = torch.arange(m) != t
-        s, k = stats[others], keep[others]
-        mu_out, sd_out = _masked_stats(s, ~k)
-        mu_out, sd_out = _fill_nan(mu_out), _fill_nan(sd_out)
-        if fix_variance:
-            sd_out = torch.full_like(sd_out, float(s[~k].std(unbiased=False)))
-        x = stats[t]
-        if online:
-            mu_in, sd_in = _masked_stats(s, k)
-            mu_in, sd_in = _fill_nan(mu_in), _fill_nan(sd_in)
-            if fix_variance:
-                sd_in = torch.full_like(sd_in, float(s[k].std(unbiased=False)))
-            scores[t] = _gauss_logpdf(x, mu_in, sd_in + 1e-30) - _gauss_logpdf(x, mu_out, sd_out + 1e-30)
-        elif offline == "one_sided":
-            z = (x - mu_out) / (sd_out + 1e-30)
-            scores[t] = -torch.special.log_ndtr(-z)  # -log Pr[Z > phi]
-        else:
-            scores[t] = -_gauss_logpdf(x, mu_out, sd_out + 1e-30)
+        scores[t] = lira_target_scores(
+            stats[t], stats[others], keep[others], online=online, fix_variance=fix_variance, offline=offline
+        )
     return scores
 
 

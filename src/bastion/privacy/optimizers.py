@@ -69,18 +69,27 @@ class _SGMCMC(Optimizer):
     def _noise(self, p: torch.Tensor) -> torch.Tensor:
         return torch.randn(p.shape, generator=self._generator(p.device), device=p.device, dtype=p.dtype)
 
+    def _noise_list(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Standard normal noise shaped like ``params``: one draw for all when they share device and dtype."""
+        if len({(p.device, p.dtype) for p in params}) > 1:
+            return [self._noise(p) for p in params]
+        flat = torch.randn(
+            sum(p.numel() for p in params), generator=self._generator(params[0].device),
+            device=params[0].device, dtype=params[0].dtype,
+        )  # fmt: skip
+        return [chunk.view_as(p) for chunk, p in zip(flat.split([p.numel() for p in params]), params, strict=True)]
+
     def _validate_group(self, group: dict[str, Any]) -> None:
         _check_common(group["lr"], group["num_data"], group["prior_std"], group["temperature"])
 
     def _finish(self, params: list[torch.Tensor]) -> None:
         self._steps += 1
-        if self.check_finite:
-            for p in params:
-                if not bool(torch.isfinite(p).all()):
-                    raise FloatingPointError(
-                        f"{type(self).__name__} diverged at step {self._steps}: non-finite parameters. "
-                        "Lower lr (lr * num_data * curvature must stay below about 2)."
-                    )
+        # one fused reduction: a norm is NaN / inf as soon as any entry is
+        if self.check_finite and params and not bool(torch.isfinite(torch.stack(torch._foreach_norm(params))).all()):
+            raise FloatingPointError(
+                f"{type(self).__name__} diverged at step {self._steps}: non-finite parameters. "
+                "Lower lr (lr * num_data * curvature must stay below about 2)."
+            )
 
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
@@ -164,15 +173,15 @@ class SGLD(_SGMCMC):
         for group in self.param_groups:
             self._validate_group(group)
             lr, n, var, temp = group["lr"], group["num_data"], group["prior_std"] ** 2, group["temperature"]
-            noise_std = math.sqrt(lr * temp)
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad_u = p.grad.mul(n).add_(p, alpha=1.0 / var)
-                p.add_(grad_u, alpha=-lr / 2)
-                if noise_std > 0:
-                    p.add_(self._noise(p), alpha=noise_std)
-                touched.append(p)
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            # theta <- theta - (lr/2) (N g + theta / var), as two fused multi-tensor updates
+            torch._foreach_mul_(params, 1.0 - lr / (2 * var))
+            torch._foreach_add_(params, [p.grad for p in params], alpha=-lr * n / 2)
+            if temp > 0:
+                torch._foreach_add_(params, self._noise_list(params), alpha=math.sqrt(lr * temp))
+            touched.extend(params)
         self._finish(touched)
         return loss
 

@@ -1,7 +1,7 @@
 """Model zoo: small deterministic recipes with a hash-keyed safetensors cache, and EfficientNet-Lite0."""
 
 from .cache import CacheCorrupted, cache_dir
-from .models import ARCHITECTURES, ScaleShift, ZooEntry, ZooModel, is_cached, list_models, load, train
+from .models import ARCHITECTURES, ScaleShift, ZooEntry, ZooModel, is_cached, list_models, load, train, trainer
 from .nets import MLP, ResNetSmall, SmallCNN, WideShallow
 from .recipes import Normalize, Recipe, TrainResult, accuracy, train_recipe
 
@@ -25,4 +25,5 @@ __all__ = [
     "load",
     "train",
     "train_recipe",
+    "trainer",
 ]

@@ -10,6 +10,7 @@ checking the file's SHA-256 prefix.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -22,13 +23,23 @@ from torch import nn
 from ..core.blackbox import BlackBox
 from ..core.registry import MODELS
 from ..core.report import environment
-from ..data import FASHION_MNIST_CLASSES, load_dataset
+from ..data import FASHION_MNIST_CLASSES, ImageDataset, load_dataset
 from ..data.datasets import DIGIT_CLASSES, _imagenet_classes, package_data_dir
 from . import cache
 from .nets import MLP, ResNetSmall, SmallCNN, WideShallow
 from .recipes import Normalize, Recipe, accuracy, train_recipe
 
-__all__ = ["ARCHITECTURES", "ScaleShift", "ZooEntry", "ZooModel", "is_cached", "list_models", "load", "train"]
+__all__ = [
+    "ARCHITECTURES",
+    "ScaleShift",
+    "ZooEntry",
+    "ZooModel",
+    "is_cached",
+    "list_models",
+    "load",
+    "train",
+    "trainer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +284,28 @@ def load(name: str, *, train_if_missing: bool = True, retrain: bool = False, qui
 def train(name: str, *, force: bool = False, quiet: bool = True) -> ZooModel:
     """Train (or with ``force=False`` load if cached) zoo model ``name``; returns it."""
     return load(name, retrain=force, quiet=quiet)
+
+
+def trainer(name: str, *, quiet: bool = True) -> Callable[[torch.Tensor, torch.Tensor, int], nn.Module]:
+    """The training recipe of zoo model ``name`` as ``train_fn(images, labels, seed) -> classifier``.
+
+    The classifier (preprocessing included, eval mode) is trained exactly like the zoo model, on the
+    given data with the given seed: what membership audits need to train shadow and reference models
+    "like the target".
+    """
+    entry = _entry(name)
+    if entry.recipe is None:
+        raise ValueError(f"zoo model {name!r} is pretrained: it has no training recipe to train shadows with")
+
+    def train_fn(images: torch.Tensor, labels: torch.Tensor, seed: int) -> nn.Module:
+        data = ImageDataset(images, labels, entry.classes, f"{name}-shadow")
+        recipe = dataclasses.replace(entry.recipe, seed=seed, train_subset=None)
+        result = train_recipe(recipe, entry.build, entry.preprocess(), train_data=data, quiet=quiet)
+        net = entry.build()
+        net.load_state_dict(result.state_dict)
+        return nn.Sequential(entry.preprocess(), net).eval()
+
+    return train_fn
 
 
 def is_cached(name: str) -> bool:
