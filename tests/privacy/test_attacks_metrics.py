@@ -53,6 +53,7 @@ def test_metrics_match_brute_force():
     # TPR at 1 % FPR: largest TPR whose FPR <= 4/400
     best = max((pos >= t).mean() for t in np.concatenate([pos, neg, [np.inf]]) if (neg >= t).mean() <= 0.01)
     assert m.tpr_at_1pct_fpr == pytest.approx(best)
+    assert (m.negatives_at_1pct_fpr, m.negatives_at_0_1pct_fpr) == (4, 0)  # 400 non-members
 
 
 def test_perfect_separation():

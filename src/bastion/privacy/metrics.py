@@ -28,6 +28,9 @@ class MembershipMetrics:
     balanced_accuracy: float
     tpr_at_0_1pct_fpr: float
     tpr_at_1pct_fpr: float
+    negatives_at_0_1pct_fpr: int
+    """How many non-members may score above the threshold at 0.1 % FPR (0 means TPR at FPR 0)."""
+    negatives_at_1pct_fpr: int
     aupr: float
     f1_at_mean_member: float
     gap: float
@@ -83,6 +86,8 @@ def membership_metrics(member_scores, nonmember_scores) -> MembershipMetrics:
         balanced_accuracy=(1 + adv) / 2,
         tpr_at_0_1pct_fpr=tpr_at_fpr(fpr, tpr, 0.001),
         tpr_at_1pct_fpr=tpr_at_fpr(fpr, tpr, 0.01),
+        negatives_at_0_1pct_fpr=int(np.floor(0.001 * len(non) + 1e-9)),
+        negatives_at_1pct_fpr=int(np.floor(0.01 * len(non) + 1e-9)),
         aupr=float(average_precision_score(y, s)),
         f1_at_mean_member=float(f1_score(y, pred, zero_division=0.0)),
         gap=float(mem.mean() - non.mean()),

@@ -99,6 +99,17 @@ def _optimizers(n: int) -> dict[str, Callable]:
     }
 
 
+def _row(res, seconds: float, **extra) -> dict:
+    """One run's figures: the loss attack in full, every score attack's AUC under ``_auc``."""
+    loss = res.metrics["loss"]
+    return {
+        "train acc": res.member_accuracy, "test acc": res.nonmember_accuracy, "gap": res.accuracy_gap,
+        "AUC": loss.auc, "adv": loss.advantage, "TPR@1%": loss.tpr_at_1pct_fpr, "F1": loss.f1_at_mean_member,
+        "seconds": seconds, **extra,
+        "_scores": res.scores["loss"], "_auc": {name: m.auc for name, m in res.metrics.items()},
+    }  # fmt: skip
+
+
 def _run_config(name: str, make_opt, x, y, seed: int) -> dict[str, dict]:
     """Train one chain; audit its last iterate and (for samplers) its ensemble."""
     xm, ym, xn, yn = x[:N_MEMBERS], y[:N_MEMBERS], x[N_MEMBERS:], y[N_MEMBERS:]
@@ -119,18 +130,7 @@ def _run_config(name: str, make_opt, x, y, seed: int) -> dict[str, dict]:
         variants["ens"] = lambda v, net=net, ens=ens: ens.log_predictive(net, v)
     for variant, model in variants.items():
         res = audit(model, (xm, ym), (xn, yn))
-        loss = res.metrics["loss"]
-        out[f"{name} ({variant})" if sampler else name] = {
-            "train acc": res.member_accuracy,
-            "test acc": res.nonmember_accuracy,
-            "gap": res.accuracy_gap,
-            "AUC": loss.auc,
-            "adv": loss.advantage,
-            "TPR@1%": loss.tpr_at_1pct_fpr,
-            "F1": loss.f1_at_mean_member,
-            "seconds": seconds,
-            "_scores": res.scores["loss"],
-        }
+        out[f"{name} ({variant})" if sampler else name] = _row(res, seconds)
     return out
 
 
@@ -164,14 +164,7 @@ def _run_dpsgd(x, y, seed: int, epochs: int = 30) -> dict[str, dict]:
         seconds = time.perf_counter() - start
         epsilon = float(engine.get_epsilon(1e-5))
     res = audit(net._module, (xm, ym), (xn, yn))
-    loss = res.metrics["loss"]
-    return {
-        "DP-SGD σ=1 C=1": {
-            "train acc": res.member_accuracy, "test acc": res.nonmember_accuracy, "gap": res.accuracy_gap,
-            "AUC": loss.auc, "adv": loss.advantage, "TPR@1%": loss.tpr_at_1pct_fpr, "F1": loss.f1_at_mean_member,
-            "seconds": seconds, "epsilon (δ=1e-5)": epsilon, "_scores": res.scores["loss"],
-        }
-    }  # fmt: skip
+    return {"DP-SGD σ=1 C=1": _row(res, seconds, **{"epsilon (δ=1e-5)": epsilon})}
 
 
 def _lira(kind: str, x, y, seed: int, n_models: int = 16, epochs: int = 30) -> dict:
@@ -240,7 +233,13 @@ class SGLDReproduction:
                         curves[f"loss attack, {cfg}"] = row["_scores"]
         table = self._table(per)
         lookup = {(r["q"], r["config"]): r for r in table}
-        tables = {"Loss attack, mean over seeds (test acc = accuracy on the non-members, noisy labels)": table}
+        tables = {
+            "Loss attack, mean over seeds (test acc = accuracy on the non-members, noisy labels)": table,
+            "AUC of every score-based attack, mean over seeds": [
+                {"q": q, "config": cfg, **{a: float(np.mean([r["_auc"][a] for r in rows])) for a in rows[0]["_auc"]}}
+                for (q, cfg), rows in per.items()
+            ],
+        }
         notes = []
         if not quick:
             fashion = self._fashion(seeds, qs)
@@ -271,7 +270,7 @@ class SGLDReproduction:
                 lambda m: all(m[f"AUC SGLD T=0.03 (ens) q={q}"] < m[f"AUC SGD q={q}"] for q in qs),
                 reference={"clean": ".585 -> .53", "q=0.2": ".70 -> .55", "source": "spec sgld.md §5"},
             ))  # fmt: skip
-        figures = [self._figures(table, curves, out_dir)]
+        figures = [self._figures(table, curves, out_dir), "roc.png"]
         tables["LiRA (seed 0, pooled over 16 leave-one-out targets)"] = lira_rows
         return ReproductionResult(
             name=self.name, system=self.system, title=self.title, quick=quick, seed=seed,
