@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from bastion.privacy import SGHMC, SGLD, pSGLD
+from bastion.privacy import SGHMC, SGLD, polynomial_decay, pSGLD
 
 NOISE_VAR = 0.25
 
@@ -129,6 +129,20 @@ def test_state_dict_roundtrip_continues_the_same_chain():
     opt2.load_state_dict(saved)
     run(opt2, p2, 4)
     assert torch.equal(p1, p2)
+
+
+def test_polynomial_decay_schedule():
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = SGLD([p], lr=1e-3, num_data=10)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, polynomial_decay(b=100.0, gamma=0.55))
+    for _ in range(50):
+        p.grad = torch.zeros_like(p)
+        opt.step()
+        sched.step()
+    a = 1e-3 * 100.0**0.55
+    assert opt.param_groups[0]["lr"] == pytest.approx(a * (100.0 + 50) ** -0.55)
+    with pytest.raises(ValueError, match=r"gamma must be > 0\.5"):
+        polynomial_decay(10.0, 0.5)
 
 
 def test_lambda_lr_schedule_and_per_group_temperature():

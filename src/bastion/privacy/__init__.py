@@ -19,7 +19,7 @@ from .audit import AuditResult, audit, roc_figure
 from .ensemble import PosteriorEnsemble
 from .lira import BatchedMLP, balanced_keep_matrix, lira_scores, train_batched
 from .metrics import MembershipMetrics, membership_metrics, tpr_at_fpr
-from .optimizers import SGHMC, SGLD, pSGLD
+from .optimizers import SGHMC, SGLD, polynomial_decay, pSGLD
 from .shadow import ShadowModelAttack
 from .theory import (
     langevin_kl_bound,
@@ -56,6 +56,7 @@ __all__ = [
     "membership_metrics",
     "pSGLD",
     "pinsker_advantage",
+    "polynomial_decay",
     "roc_figure",
     "sgld_advantage_bound",
     "sgld_kl_bound",

@@ -37,7 +37,22 @@ from torch.optim import Optimizer
 
 from ..core.checks import check_float, check_int
 
-__all__ = ["SGHMC", "SGLD", "pSGLD"]
+__all__ = ["SGHMC", "SGLD", "pSGLD", "polynomial_decay"]
+
+
+def polynomial_decay(b: float, gamma: float = 0.55):
+    """Multiplier for ``LambdaLR`` giving Welling & Teh's ``lr_t = a (b + t) ** -gamma``.
+
+    With ``LambdaLR(opt, polynomial_decay(b, gamma))`` the step size is ``lr0 * (b / (b + t)) ** gamma``,
+    i.e. ``a = lr0 * b ** gamma``. ``gamma`` in (0.5, 1] satisfies the Robbins-Monro conditions.
+
+    >>> f = polynomial_decay(10.0, 0.55)
+    >>> f(0), round(f(10), 4)
+    (1.0, 0.683)
+    """
+    b = check_float(b, "b", minimum=0, min_inclusive=False)
+    gamma = check_float(gamma, "gamma", minimum=0.5, maximum=1.0, min_inclusive=False)
+    return lambda t: (b / (b + t)) ** gamma
 
 
 def _check_common(lr: float, num_data: int, prior_std: float, temperature: float) -> None:
