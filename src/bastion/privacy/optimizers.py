@@ -97,6 +97,26 @@ class _SGMCMC(Optimizer):
     def _validate_group(self, group: dict[str, Any]) -> None:
         _check_common(group["lr"], group["num_data"], group["prior_std"], group["temperature"])
 
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One sampler step on every parameter with a gradient; returns ``closure()``'s loss if given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        touched = []
+        for group in self.param_groups:
+            self._validate_group(group)
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                self._update(group, params)
+                touched.extend(params)
+        self._finish(touched)
+        return loss
+
+    def _update(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        raise NotImplementedError
+
     def _finish(self, params: list[torch.Tensor]) -> None:
         self._steps += 1
         # one fused reduction: a norm is NaN / inf as soon as any entry is
@@ -178,27 +198,13 @@ class SGLD(_SGMCMC):
         defaults = {"lr": lr, "num_data": num_data, "prior_std": prior_std, "temperature": temperature}
         super().__init__(params, defaults, seed, check_finite)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        touched = []
-        for group in self.param_groups:
-            self._validate_group(group)
-            lr, n, var, temp = group["lr"], group["num_data"], group["prior_std"] ** 2, group["temperature"]
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            # theta <- theta - (lr/2) (N g + theta / var), as two fused multi-tensor updates
-            torch._foreach_mul_(params, 1.0 - lr / (2 * var))
-            torch._foreach_add_(params, [p.grad for p in params], alpha=-lr * n / 2)
-            if temp > 0:
-                torch._foreach_add_(params, self._noise_list(params), alpha=math.sqrt(lr * temp))
-            touched.extend(params)
-        self._finish(touched)
-        return loss
+    def _update(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        lr, n, var, temp = group["lr"], group["num_data"], group["prior_std"] ** 2, group["temperature"]
+        # theta <- theta - (lr/2) (N g + theta / var), as two fused multi-tensor updates
+        torch._foreach_mul_(params, 1.0 - lr / (2 * var))
+        torch._foreach_add_(params, [p.grad for p in params], alpha=-lr * n / 2)
+        if temp > 0:
+            torch._foreach_add_(params, self._noise_list(params), alpha=math.sqrt(lr * temp))
 
 
 class pSGLD(_SGMCMC):  # the paper's spelling
@@ -235,34 +241,21 @@ class pSGLD(_SGMCMC):  # the paper's spelling
         check_float(group["alpha"], "alpha", minimum=0, maximum=1)
         check_float(group["eps"], "eps", minimum=0, min_inclusive=False)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        touched = []
-        for group in self.param_groups:
-            self._validate_group(group)
-            lr, n, var, temp = group["lr"], group["num_data"], group["prior_std"] ** 2, group["temperature"]
-            alpha, eps = group["alpha"], group["eps"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "square_avg" not in state:
-                    state["square_avg"] = torch.zeros_like(p)
-                v = state["square_avg"]
-                if alpha < 1:
-                    v.mul_(alpha).addcmul_(p.grad, p.grad, value=1 - alpha)
-                precond = v.sqrt().add_(eps).reciprocal_()
-                grad_u = p.grad.mul(n).add_(p, alpha=1.0 / var)
-                p.addcmul_(precond, grad_u, value=-lr / 2)
-                if temp > 0:
-                    p.addcmul_(precond.mul_(lr * temp).sqrt_(), self._noise(p))
-                touched.append(p)
-        self._finish(touched)
-        return loss
+    def _update(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        lr, n, var, temp = group["lr"], group["num_data"], group["prior_std"] ** 2, group["temperature"]
+        alpha, eps = group["alpha"], group["eps"]
+        for p in params:
+            state = self.state[p]
+            if "square_avg" not in state:
+                state["square_avg"] = torch.zeros_like(p)
+            v = state["square_avg"]
+            if alpha < 1:
+                v.mul_(alpha).addcmul_(p.grad, p.grad, value=1 - alpha)
+            precond = v.sqrt().add_(eps).reciprocal_()
+            grad_u = p.grad.mul(n).add_(p, alpha=1.0 / var)
+            p.addcmul_(precond, grad_u, value=-lr / 2)
+            if temp > 0:
+                p.addcmul_(precond.mul_(lr * temp).sqrt_(), self._noise(p))
 
 
 class SGHMC(_SGMCMC):
@@ -295,30 +288,17 @@ class SGHMC(_SGMCMC):
         super()._validate_group(group)
         check_float(group["friction"], "friction", minimum=0, maximum=1, min_inclusive=False)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        touched = []
-        for group in self.param_groups:
-            self._validate_group(group)
-            lr, n, var, temp = group["lr"], group["num_data"], group["prior_std"] ** 2, group["temperature"]
-            fr = group["friction"]
-            noise_std = math.sqrt(2 * fr * lr * temp)
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "momentum" not in state:
-                    state["momentum"] = torch.zeros_like(p)
-                v = state["momentum"]
-                grad_u = p.grad.mul(n).add_(p, alpha=1.0 / var)
-                v.mul_(1 - fr).add_(grad_u, alpha=-lr)
-                if noise_std > 0:
-                    v.add_(self._noise(p), alpha=noise_std)
-                p.add_(v)
-                touched.append(p)
-        self._finish(touched)
-        return loss
+    def _update(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        lr, n, var, temp = group["lr"], group["num_data"], group["prior_std"] ** 2, group["temperature"]
+        fr = group["friction"]
+        noise_std = math.sqrt(2 * fr * lr * temp)
+        for p in params:
+            state = self.state[p]
+            if "momentum" not in state:
+                state["momentum"] = torch.zeros_like(p)
+            v = state["momentum"]
+            grad_u = p.grad.mul(n).add_(p, alpha=1.0 / var)
+            v.mul_(1 - fr).add_(grad_u, alpha=-lr)
+            if noise_std > 0:
+                v.add_(self._noise(p), alpha=noise_std)
+            p.add_(v)
