@@ -1,0 +1,1 @@
+"""Adversarial attacks: decision-based (hard-label) black-box attacks in :mod:`.decision`."""

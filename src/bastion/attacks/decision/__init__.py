@@ -1,0 +1,46 @@
+"""Decision-based (hard-label) black-box attacks on an HSJA core.
+
+``HSJA`` is the engine; QEBA's spatial / frequency / intrinsic variants are the same engine given a
+different probe sampler. Registered in :data:`bastion.core.ATTACKS` as ``hsja``, ``qeba-s``,
+``qeba-f`` and ``qeba-i`` (the last needs a basis).
+"""
+
+from ...core.registry import ATTACKS
+from .engine import HSJA, AttackResult
+from .samplers import BasisSampler, DCTSampler, FullSampler, GeneratorSampler, SpatialSampler, dct_matrix
+
+
+def qeba(*, subspace: str = "spatial", ratio: int = 2, basis=None, **kwargs) -> HSJA:
+    """QEBA (Li et al., CVPR 2020): HSJA with probes from a ``"spatial"``, ``"frequency"`` or ``"intrinsic"`` subspace.
+
+    ``ratio`` is the spatial / frequency reduction; ``basis`` (k, d) is required for ``"intrinsic"``.
+    """
+    if subspace == "spatial":
+        sampler = SpatialSampler(ratio=ratio)
+    elif subspace == "frequency":
+        sampler = DCTSampler(ratio=ratio)
+    elif subspace == "intrinsic":
+        if basis is None:
+            raise ValueError("subspace='intrinsic' needs basis= (k, d), e.g. a PCA of reference-model gradients")
+        sampler = BasisSampler(basis)
+    else:
+        raise ValueError(f"subspace must be one of 'spatial', 'frequency', 'intrinsic'; got {subspace!r}")
+    return HSJA(sampler=sampler, **kwargs)
+
+
+ATTACKS.register("hsja", HSJA)
+ATTACKS.register("qeba-s", lambda **kw: qeba(subspace="spatial", **kw))
+ATTACKS.register("qeba-f", lambda **kw: qeba(subspace="frequency", **kw))
+ATTACKS.register("qeba-i", lambda **kw: qeba(subspace="intrinsic", **kw))
+
+__all__ = [
+    "HSJA",
+    "AttackResult",
+    "BasisSampler",
+    "DCTSampler",
+    "FullSampler",
+    "GeneratorSampler",
+    "SpatialSampler",
+    "dct_matrix",
+    "qeba",
+]
