@@ -159,6 +159,11 @@ class BlackBox:
         """All queries charged so far."""
         return int(self._queries.sum())
 
+    @property
+    def num_classes(self) -> int | None:
+        """Width of the model's output once a query has been answered (``None`` before, or for label models)."""
+        return getattr(self, "_num_outputs", None)
+
     def remaining(self, sample_ids: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
         """Queries left to each sample (``sample_ids``, or all seen so far).
 

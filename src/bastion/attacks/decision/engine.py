@@ -62,12 +62,12 @@ class AttackResult:
     reason: list[str] = field(default_factory=list)
 
     def mse_at(self, queries: int) -> torch.Tensor:
-        """Per-image MSE of the best adversarial found within ``queries`` queries (inf if none)."""
+        """Per-image MSE of the best (in the attack's norm) adversarial within ``queries`` queries; inf if none."""
         out = torch.full((len(self.history),), float("inf"))
         for i, hist in enumerate(self.history):
-            vals = [m for q, _, m in hist if q <= queries]
+            vals = [m for q, _, m in hist if q <= queries]  # the history holds the best so far: take the last
             if vals:
-                out[i] = min(vals)
+                out[i] = vals[-1]
         return out
 
     def median_mse_at(self, queries: int) -> float:
@@ -263,6 +263,12 @@ class _Run:
     def init(self) -> None:
         all_ids = torch.arange(self.n)
         already, _ = self.is_adv(self.x0, all_ids)
+        c = self.box.num_classes
+        for name, lab in (("y", self.y), ("targets", self.targets)):
+            if c is not None and lab is not None and int(lab.max()) >= c:
+                raise ValueError(
+                    f"{name} must lie in [0, {c - 1}] (the model has {c} classes), got max {int(lab.max())}"
+                )
         self.found |= already
         for i in already.nonzero().flatten().tolist():
             self.reason[i] = ""
@@ -349,20 +355,13 @@ class _Run:
     def search_rounds(self) -> int:
         return math.ceil(math.log2(1 / self.theta)) + 1
 
-    def iterate(self) -> None:
-        ids = (self.active & (self.remaining() > self.search_rounds() + 1)).nonzero().flatten()
-        for i in (self.active & (self.remaining() <= self.search_rounds() + 1)).nonzero().flatten().tolist():
-            self.active[i] = False
-        if len(ids) == 0:
-            return
-        self.t[ids] += 1
-        t = self.t[ids]
-        dist = self.dist(ids)
-        scale = math.sqrt(self.d) if self.a.norm == "l2" else self.d
-        delta = torch.where(t == 1, torch.full_like(dist, 0.1 * (self.hi - self.lo)), scale * self.theta * dist)
-        # probes: B_t, shrunk to leave room for one step query and a full boundary search
-        room = self.remaining()[ids] - self.search_rounds() - 1
-        counts = torch.minimum(torch.tensor([self.a.num_probes(int(v)) for v in t]), room).clamp_min(1)
+    def estimate(
+        self, ids: torch.Tensor, delta: torch.Tensor, counts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Monte-Carlo estimate of the boundary normal at ``x_adv[ids]`` from ``counts`` probes each.
+
+        Returns unit directions (Linf: their signs) and the raw estimates' norms (0: no information).
+        """
         owner = torch.repeat_interleave(torch.arange(len(ids)), counts)
         u = self.a.sampler(int(counts.sum()), self.shape, self.gen).to(self.x0.dtype)
         base = self.x_adv[ids][owner]
@@ -378,8 +377,23 @@ class _Run:
         v = v / counts.view(-1, *[1] * len(self.shape))
         norms = v.flatten(1).norm(dim=1)
         v = v / (norms.view(-1, *[1] * len(self.shape)) + 1e-12)
-        if self.a.norm == "linf":
-            v = v.sign()
+        return (v.sign() if self.a.norm == "linf" else v), norms
+
+    def iterate(self) -> None:
+        ids = (self.active & (self.remaining() > self.search_rounds() + 1)).nonzero().flatten()
+        for i in (self.active & (self.remaining() <= self.search_rounds() + 1)).nonzero().flatten().tolist():
+            self.active[i] = False
+        if len(ids) == 0:
+            return
+        self.t[ids] += 1
+        t = self.t[ids]
+        dist = self.dist(ids)
+        scale = math.sqrt(self.d) if self.a.norm == "l2" else self.d
+        delta = torch.where(t == 1, torch.full_like(dist, 0.1 * (self.hi - self.lo)), scale * self.theta * dist)
+        # probes: B_t, shrunk to leave room for one step query and a full boundary search
+        room = self.remaining()[ids] - self.search_rounds() - 1
+        counts = torch.minimum(torch.tensor([self.a.num_probes(int(v)) for v in t]), room).clamp_min(1)
+        v, norms = self.estimate(ids, delta, counts)
         moving = norms > 0  # a zero estimate keeps x_t
         # geometric step: eps = dist / sqrt(t), halved until adversarial
         eps = dist / t.to(dist.dtype).sqrt()
