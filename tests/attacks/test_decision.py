@@ -190,3 +190,30 @@ def test_registry_and_qeba_factory():
         qeba(subspace="wavelet")
     with pytest.raises(ValueError, match="preset must be one of"):
         HSJA(preset="fast")
+
+
+def test_pca_basis_matches_exact_svd_and_gradients_match_autograd():
+    from bastion.attacks.decision import pca_basis, reference_gradients, zoo_gradient_basis
+
+    g = torch.Generator().manual_seed(0)
+    low = torch.randn(300, 6, generator=g) @ torch.randn(6, 80, generator=g) * 5
+    a = low + 0.01 * torch.randn(300, 80, generator=g)
+    basis = pca_basis(a, 6)
+    torch.testing.assert_close(basis @ basis.T, torch.eye(6), atol=1e-5, rtol=0)
+    exact = torch.linalg.svd(a.double(), full_matrices=False).Vh[:6].float()
+    # same subspace: projecting the exact vectors onto ours loses nothing
+    assert float((exact @ basis.T).norm(dim=1).min()) > 0.999
+    with pytest.raises(ValueError, match="k must be <="):
+        pca_basis(a, 81)
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    x = torch.rand(5, 1, 4, 4)
+    grads = reference_gradients([net, net], x, batch_size=2)
+    assert grads.shape == (10, 16)
+    x1 = x[:1].clone().requires_grad_(True)
+    out = net(x1)
+    nn.functional.cross_entropy(out, out.argmax(1)).backward()
+    torch.testing.assert_close(grads[0], x1.grad.flatten())
+    b1 = zoo_gradient_basis(k=20)  # the two MNIST-5k references come from the zoo cache
+    b2 = zoo_gradient_basis(k=20)
+    assert b1.shape == (20, 784) and torch.equal(b1, b2)

@@ -8,6 +8,7 @@ different probe sampler. Registered in :data:`bastion.core.ATTACKS` as ``hsja``,
 from ...core.registry import ATTACKS
 from .engine import HSJA, AttackResult
 from .samplers import BasisSampler, DCTSampler, FullSampler, GeneratorSampler, SpatialSampler, dct_matrix
+from .subspaces import pca_basis, reference_gradients, zoo_gradient_basis
 
 
 def qeba(*, subspace: str = "spatial", ratio: int = 2, basis=None, **kwargs) -> HSJA:
@@ -42,5 +43,8 @@ __all__ = [
     "GeneratorSampler",
     "SpatialSampler",
     "dct_matrix",
+    "pca_basis",
     "qeba",
+    "reference_gradients",
+    "zoo_gradient_basis",
 ]
