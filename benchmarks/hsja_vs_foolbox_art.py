@@ -44,6 +44,7 @@ class Tracker(nn.Module):
     def __init__(self, classifier: nn.Module, originals: torch.Tensor, labels: torch.Tensor, budget: int):
         super().__init__()
         self.classifier, self.x0, self.y, self.budget = classifier, originals, labels, budget
+        self.eval()  # Foolbox warns about modules in training mode; the wrapped classifier is in eval mode
         n = len(labels)
         self.count = np.zeros(n, dtype=np.int64)
         self.best = np.full(n, np.inf)
@@ -95,7 +96,7 @@ class Tracker(nn.Module):
 
 
 def run_ours(tracker: Tracker, x, y, budget):
-    box = BlackBox(tracker, input_shape=x.shape[1:], budget=budget, on_exhausted="mask", batch_size=256)
+    box = BlackBox(tracker, input_shape=x.shape[1:], budget=budget, on_exhausted="mask", batch_size=32)
     query = box.query
 
     def tracked(rows, sample_ids=None):

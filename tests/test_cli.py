@@ -89,3 +89,18 @@ def test_audit_with_zoo_recipe_runs_shadow_and_lira(tmp_path, capsys):
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "| shadow |" in text and "| lira_online |" in text and "| lira_offline |" in text
+
+
+def test_attack_command(tmp_path, capsys):
+    argv = ["attack", "--method", "qeba-f", "--model", "zoo:mnist5k-cnn", "--n", "3", "--budget", "150",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "qeba-f on mnist5k-cnn: success 3/3" in text
+    data = json.loads((tmp_path / "qeba-f_mnist5k-cnn.json").read_text())
+    assert all(r["queries"] <= 150 and r["label"] != r["adversarial label"] for r in data["rows"])
+    assert (tmp_path / "qeba-f_mnist5k-cnn.png").is_file()
+    targeted = [*argv[:-2], "--targeted", "--out", str(tmp_path / "t")]
+    assert main(targeted) == 0
+    assert main(["attack", "--method", "nope", "--model", "zoo:mnist5k-cnn"]) == 2
+    assert "unknown attack" in capsys.readouterr().err

@@ -72,6 +72,94 @@ def zoo_train(names: tuple[str, ...], force: bool) -> None:
     click.echo(markdown_table(rows))
 
 
+# --------------------------------------------------------------------------- attack
+@cli.command()
+@click.option("--method", required=True, help="hsja, qeba-s, qeba-f or qeba-i")
+@click.option("--model", "model_spec", required=True, help="zoo:NAME")
+@click.option("--n", type=click.IntRange(min=1), default=16, show_default=True, help="images to attack")
+@click.option("--budget", type=click.IntRange(min=1), default=2000, show_default=True, help="queries per image")
+@click.option("--targeted", is_flag=True, help="target (y+1) mod C, starting from an image of that class")
+@click.option("--norm", type=click.Choice(["l2", "linf"]), default="l2", show_default=True)
+@click.option("--preset", type=click.Choice(["hsja", "official"]), default="hsja", show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default="report/attack", show_default=True)
+def attack(method: str, model_spec: str, n: int, budget: int, targeted: bool, norm: str, preset: str, seed: int,
+           out: str) -> None:  # fmt: skip
+    """Run a decision-based attack on a zoo model's held-out images; print a table, write a figure."""
+    from pathlib import Path
+
+    from . import zoo as zoo_mod
+    from .attacks.decision import zoo_gradient_basis
+    from .core.registry import ATTACKS, MODELS
+    from .core.report import new_figure, save_figure, write_json
+    from .data import load_dataset
+
+    if not model_spec.startswith("zoo:"):
+        raise click.BadParameter("only zoo:NAME models here; attack your own model in Python", param_hint="--model")
+    name = model_spec[len("zoo:") :]
+    try:
+        model = zoo_mod.load(name, quiet=False)
+        entry = MODELS.get(name)
+        kwargs = {"norm": norm, "preset": preset, "seed": seed}
+        if method == "qeba-i":
+            if entry.recipe is None:
+                raise ValueError("qeba-i needs reference models of the same data set; none for a pretrained model")
+            ds = entry.recipe.dataset
+            refs = [f"{ds}-{a}" for a in ("mlp", "wide", "resnet", "cnn") if f"{ds}-{a}" != name][:2]
+            kwargs["basis"] = zoo_gradient_basis(ds, references=refs, k=100, seed=seed)
+        atk = ATTACKS.create(method, **kwargs)
+    except (KeyError, ValueError) as exc:
+        raise click.UsageError(str(exc.args[0]) if exc.args else str(exc)) from exc
+    data = load_dataset(entry.eval_dataset, entry.eval_split, **entry.eval_kwargs)
+    pred = model.predict(data.images)
+    right = (pred == data.labels).nonzero().flatten()
+    idx = right[:n]
+    x, y = data.images[idx], data.labels[idx]
+    extra = {}
+    if targeted:
+        c = len(entry.classes)
+        t = (y + 1) % c
+        starts = []
+        for cls in t.tolist():
+            hits = (pred == cls).nonzero().flatten()
+            if len(hits) == 0:
+                raise click.UsageError(
+                    f"no held-out image is classified as class {cls}: cannot start a targeted attack"
+                )
+            starts.append(data.images[hits[0]])
+        extra = {"targets": t, "starting_points": torch.stack(starts)}
+    result = atk(model.net, x, y, budget=budget, preprocess=model.preprocess, quiet=False, **extra)
+    adv_pred = model.predict(result.adversarial)
+    rows = [
+        {"image": int(i), "label": data.classes[int(a)], "adversarial label": data.classes[int(b)],
+         "success": bool(s), "queries": int(q), "L2": float(l2), "MSE": float(m)}
+        for i, a, b, s, q, l2, m in zip(idx, y, adv_pred, result.success, result.queries, result.l2, result.mse,
+                                        strict=True)
+    ]  # fmt: skip
+    click.echo(markdown_table(rows))
+    click.echo(
+        f"\n{method} on {name}: success {int(result.success.sum())}/{len(y)}, median MSE "
+        + ", ".join(f"@{q}: {result.median_mse_at(q):.3g}" for q in (budget // 4, budget // 2, budget))
+    )
+    out_dir = Path(out)
+    k = min(8, len(y))
+    fig, axes = new_figure(2, k, figsize=(1.6 * k, 3.6))
+    axes = axes.reshape(2, k)
+    for j in range(k):
+        for row, img in ((0, x[j]), (1, result.adversarial[j])):
+            ax = axes[row, j]
+            ax.imshow(img.permute(1, 2, 0).squeeze(-1).clamp(0, 1).numpy(), cmap="gray" if img.shape[0] == 1 else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0, j].set_title(data.classes[int(y[j])][:12], fontsize=8)
+        axes[1, j].set_title(f"-> {data.classes[int(adv_pred[j])][:12]}", fontsize=8)
+    fig.suptitle(f"{method} on {name}, {budget} queries per image (top: originals)")
+    path = save_figure(fig, out_dir / f"{method}_{name}.png")
+    write_json(out_dir / f"{method}_{name}.json", {"method": method, "model": name, "budget": budget,
+                                                   "targeted": targeted, "rows": rows})  # fmt: skip
+    click.echo(f"wrote {path}")
+
+
 # --------------------------------------------------------------------------- audit
 @cli.command()
 @click.option("--model", "model_spec", required=True, help="zoo:NAME (a user's own model: bastion.privacy.audit)")

@@ -53,3 +53,16 @@ def test_zoo_reproduction_end_to_end_on_the_mnist5k_models(tmp_path):
     assert not any("fashion-mnist" in t for t in texts)
     assert all(c.holds for c in result.claims), [(c.claim, c.measured) for c in result.claims if not c.holds]
     assert (tmp_path / "zoo.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_boundary_reproduction_quick_path(tmp_path):
+    """The boundary reproduction's code path on 3 digits and 200 queries (the real quick run is 10 x 1K)."""
+    from bastion.reproduce import boundary
+
+    result = boundary.BoundaryReproduction(n_images=3, budget=200).run(tmp_path, quick=True, seed=0, quiet=True)
+    rows = result.tables["Median MSE at equal queries"]
+    assert [r["method"] for r in rows] == ["HSJA", "QEBA-S", "QEBA-F", "QEBA-I"]
+    assert all(r["queries used (max)"] <= 200 for r in rows)
+    assert len(result.claims) == 1
+    assert set(result.claims[0].measured) == {"HSJA @200", "QEBA-S @200", "QEBA-F @200", "QEBA-I @200"}
+    assert (tmp_path / "curves.png").is_file()

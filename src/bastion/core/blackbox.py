@@ -113,7 +113,7 @@ class BlackBox:
         input_shape: Sequence[int] | None = None,
         budget: int | None = None,
         on_exhausted: str = "raise",
-        batch_size: int = 256,
+        batch_size: int = 64,
         device: str | torch.device | None = None,
     ) -> None:
         if not callable(model):

@@ -101,7 +101,8 @@ class HSJA:
     seed:
         Seeds all randomness of the attack.
     batch_size:
-        Chunk size of the model's forward passes.
+        Chunk size of the model's forward passes. Small chunks were faster per image on one CPU
+        thread here (zoo CNN: 150 ms per 1,000 rows at 32, 265 ms at 256; Lite0 likewise).
 
     Examples
     --------
@@ -124,7 +125,7 @@ class HSJA:
         init_tries: int = 100,
         max_halvings: int = 25,
         seed: int = 0,
-        batch_size: int = 256,
+        batch_size: int = 32,
     ) -> None:
         self.norm = check_choice(norm, "norm", ("l2", "linf"))
         self.sampler = sampler if sampler is not None else FullSampler(norm=self.norm)
