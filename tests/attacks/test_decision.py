@@ -217,3 +217,11 @@ def test_pca_basis_matches_exact_svd_and_gradients_match_autograd():
     b1 = zoo_gradient_basis(k=20)  # the two MNIST-5k references come from the zoo cache
     b2 = zoo_gradient_basis(k=20)
     assert b1.shape == (20, 784) and torch.equal(b1, b2)
+
+
+def test_an_image_result_does_not_depend_on_its_batch_mates(digits):
+    model, x, y = digits
+    together = HSJA(seed=2)(model.net, x[:4], y[:4], budget=300, preprocess=model.preprocess)
+    fewer = HSJA(seed=2)(model.net, x[:2], y[:2], budget=300, preprocess=model.preprocess)
+    assert torch.equal(together.adversarial[:2], fewer.adversarial)
+    assert torch.equal(together.queries[:2], fewer.queries)

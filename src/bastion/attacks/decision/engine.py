@@ -210,7 +210,8 @@ class _Run:
         self.n, self.shape = x.shape[0], tuple(x.shape[1:])
         self.d = math.prod(self.shape)
         self.theta = attack.theta(self.d)
-        self.gen = torch.Generator().manual_seed(attack.seed)
+        # one stream per image: an image's probes do not depend on which other images share the batch
+        self.gens = [torch.Generator().manual_seed(attack.seed * 1_000_003 + i) for i in range(self.n)]
         self.start_counts = self._counts()
         self.x_adv = x.clone()
         self.found = torch.zeros(self.n, dtype=torch.bool)
@@ -289,13 +290,14 @@ class _Run:
                 ids = (need & ~self.found & (self.remaining() > 0)).nonzero().flatten()
                 if len(ids) == 0:
                     break
-                noise = torch.rand((len(ids), *self.shape), generator=self.gen) * (self.hi - self.lo) + self.lo
+                noise = torch.stack([torch.rand(self.shape, generator=self.gens[i]) for i in ids.tolist()])
+                noise = noise * (self.hi - self.lo) + self.lo
                 ok, _ = self.is_adv(noise, ids)
                 self.x_adv[ids[ok]] = noise[ok]
                 self.found[ids[ok]] = True
             # noise is often classified as one class (an '8' for MNIST CNNs): fall back to the other
             # inputs of the batch, as Foolbox's dataset attack does; each try is one counted query
-            order = torch.randperm(self.n, generator=self.gen)
+            order = torch.arange(self.n)  # other inputs in batch order
             for j in order.tolist():
                 ids = (need & ~self.found & (self.remaining() > 0)).nonzero().flatten()
                 ids = ids[ids != j]
@@ -364,7 +366,13 @@ class _Run:
         Returns unit directions (Linf: their signs) and the raw estimates' norms (0: no information).
         """
         owner = torch.repeat_interleave(torch.arange(len(ids)), counts)
-        u = self.a.sampler(int(counts.sum()), self.shape, self.gen).to(self.x0.dtype)
+        u = torch.cat(
+            [
+                self.a.sampler(int(c), self.shape, self.gens[i])
+                for i, c in zip(ids.tolist(), counts.tolist(), strict=True)
+            ]
+        )
+        u = u.to(self.x0.dtype)
         base = self.x_adv[ids][owner]
         dl = delta[owner].view(-1, *[1] * len(self.shape))
         probes = (base + dl * u).clamp(self.lo, self.hi)
