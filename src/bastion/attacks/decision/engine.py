@@ -316,43 +316,43 @@ class _Run:
         self.record(torch.arange(self.n)[self.found])
         self.active = need & self.found
 
+    def _bisect(self, ids: torch.Tensor, hi: torch.Tensor, tol: torch.Tensor, point) -> torch.Tensor:
+        """Shrink ``[0, hi]`` per image until ``hi - lo <= tol`` keeping ``point(hi)`` adversarial.
+
+        ``point(values, k)`` builds the query points of rows ``k``; an image stops when its budget does.
+        """
+        lo = torch.zeros(len(ids))
+        while True:
+            go = ((hi - lo) > tol) & (self.remaining()[ids] > 0)
+            if not bool(go.any()):
+                return hi
+            k = go.nonzero().flatten()
+            mid = (lo[k] + hi[k]) / 2
+            ok, answered = self.is_adv(point(mid, k), ids[k])
+            hi[k] = torch.where(ok, mid, hi[k])
+            lo[k] = torch.where(~ok & answered, mid, lo[k])
+
+    def _expand(self, v: torch.Tensor) -> torch.Tensor:
+        return v.view(-1, *[1] * len(self.shape))
+
     def blend_search(self, ids: torch.Tensor, cand: torch.Tensor, tol: torch.Tensor) -> None:
         """L2 binary search on (1 - a) x0 + a cand, a in [0, 1]; sets x_adv to the adversarial end."""
-        lo = torch.zeros(len(ids))
-        hi = torch.ones(len(ids))
         x0 = self.x0[ids]
-        while True:
-            go = ((hi - lo) > tol) & (self.remaining()[ids] > 0)
-            if not bool(go.any()):
-                break
-            k = go.nonzero().flatten()
-            mid = (lo[k] + hi[k]) / 2
-            m = mid.view(-1, *[1] * len(self.shape))
-            ok, answered = self.is_adv((1 - m) * x0[k] + m * cand[k], ids[k])
-            hi[k] = torch.where(ok, mid, hi[k])
-            lo[k] = torch.where(~ok & answered, mid, lo[k])
-        h = hi.view(-1, *[1] * len(self.shape))
-        self.x_adv[ids] = ((1 - h) * x0 + h * cand).clamp(self.lo, self.hi)
+
+        def blend(a, k):
+            return (1 - self._expand(a)) * x0[k] + self._expand(a) * cand[k]
+
+        hi = self._bisect(ids, torch.ones(len(ids)), tol, blend)
+        self.x_adv[ids] = blend(hi, torch.arange(len(ids))).clamp(self.lo, self.hi)
 
     def radius_search(self, ids: torch.Tensor, cand: torch.Tensor, tol: torch.Tensor) -> None:
-        """Linf binary search on the radius r: clip(cand, x0 - r, x0 + r)."""
+        """Linf binary search on the radius r of clip(cand, x0 - r, x0 + r)."""
         x0 = self.x0[ids]
-        hi = _dist(cand, x0, "linf")
-        lo = torch.zeros(len(ids))
 
         def project(r, k):
-            rr = r.view(-1, *[1] * len(self.shape))
-            return torch.maximum(torch.minimum(cand[k], x0[k] + rr), x0[k] - rr)
+            return torch.maximum(torch.minimum(cand[k], x0[k] + self._expand(r)), x0[k] - self._expand(r))
 
-        while True:
-            go = ((hi - lo) > tol) & (self.remaining()[ids] > 0)
-            if not bool(go.any()):
-                break
-            k = go.nonzero().flatten()
-            mid = (lo[k] + hi[k]) / 2
-            ok, answered = self.is_adv(project(mid, k), ids[k])
-            hi[k] = torch.where(ok, mid, hi[k])
-            lo[k] = torch.where(~ok & answered, mid, lo[k])
+        hi = self._bisect(ids, _dist(cand, x0, "linf"), tol, project)
         self.x_adv[ids] = project(hi, torch.arange(len(ids))).clamp(self.lo, self.hi)
 
     def search_rounds(self) -> int:
