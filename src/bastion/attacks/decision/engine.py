@@ -74,6 +74,9 @@ class AttackResult:
         return float(self.mse_at(queries).median())
 
 
+_RESOLUTION = 1e-7  # relative tolerance floor of the boundary bisections (float32 images)
+
+
 def _dist(a: torch.Tensor, b: torch.Tensor, norm: str) -> torch.Tensor:
     diff = (a - b).flatten(1)
     return diff.norm(dim=1) if norm == "l2" else diff.abs().amax(dim=1)
@@ -320,20 +323,26 @@ class _Run:
         """Shrink ``[0, hi]`` per image until ``hi - lo <= tol`` keeping ``point(hi)`` adversarial.
 
         ``point(values, k)`` builds the query points of rows ``k``; an image stops when its budget does.
+        The interval is float64 and the tolerance is floored at ``1e-7 * hi``, about float32's
+        resolution: the ``hsja`` preset's tolerance at ImageNet size (1.7e-8) is finer than a float32
+        image can express, and such a bisection kept querying the same image until the budget ran out.
         """
-        lo = torch.zeros(len(ids))
+        hi = hi.to(torch.float64)
+        tol = torch.maximum(tol.to(torch.float64), _RESOLUTION * hi)
+        lo = torch.zeros(len(ids), dtype=torch.float64)
         while True:
-            go = ((hi - lo) > tol) & (self.remaining()[ids] > 0)
+            mid_all = (lo + hi) / 2
+            go = ((hi - lo) > tol) & (mid_all > lo) & (mid_all < hi) & (self.remaining()[ids] > 0)
             if not bool(go.any()):
                 return hi
             k = go.nonzero().flatten()
-            mid = (lo[k] + hi[k]) / 2
+            mid = mid_all[k]
             ok, answered = self.is_adv(point(mid, k), ids[k])
             hi[k] = torch.where(ok, mid, hi[k])
             lo[k] = torch.where(~ok & answered, mid, lo[k])
 
     def _expand(self, v: torch.Tensor) -> torch.Tensor:
-        return v.view(-1, *[1] * len(self.shape))
+        return v.to(self.x0.dtype).view(-1, *[1] * len(self.shape))
 
     def blend_search(self, ids: torch.Tensor, cand: torch.Tensor, tol: torch.Tensor) -> None:
         """L2 binary search on (1 - a) x0 + a cand, a in [0, 1]; sets x_adv to the adversarial end."""
@@ -356,7 +365,7 @@ class _Run:
         self.x_adv[ids] = project(hi, torch.arange(len(ids))).clamp(self.lo, self.hi)
 
     def search_rounds(self) -> int:
-        return math.ceil(math.log2(1 / self.theta)) + 1
+        return math.ceil(math.log2(1 / max(self.theta, _RESOLUTION))) + 1
 
     def estimate(
         self, ids: torch.Tensor, delta: torch.Tensor, counts: torch.Tensor
