@@ -225,3 +225,18 @@ def test_an_image_result_does_not_depend_on_its_batch_mates(digits):
     fewer = HSJA(seed=2)(model.net, x[:2], y[:2], budget=300, preprocess=model.preprocess)
     assert torch.equal(together.adversarial[:2], fewer.adversarial)
     assert torch.equal(together.queries[:2], fewer.queries)
+
+
+def test_bisection_terminates_at_imagenet_size_with_the_hsja_preset():
+    """theta = 1/(d sqrt d) = 1.7e-8 at 3x224x224 is finer than float32; the search must not stall."""
+    torch.manual_seed(0)
+    w = torch.randn(3 * 224 * 224)
+
+    def linear(v):
+        s = (v.flatten(1) - 0.5) @ w
+        return torch.stack([s, -s], 1)
+
+    x = 0.5 + 0.4 * torch.sign(w).view(1, 3, 224, 224) * 0.1  # class 0
+    r = HSJA(seed=0)(linear, x, torch.tensor([0]), budget=500)
+    assert r.success.all()
+    assert len(r.history[0]) >= 3  # init + at least two full iterations within 500 queries
