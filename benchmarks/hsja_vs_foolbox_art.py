@@ -29,6 +29,7 @@ from torch import nn
 
 from bastion import zoo
 from bastion.attacks.decision import HSJA
+from bastion.attacks.decision.engine import auto_batch_size
 from bastion.core import BlackBox
 from bastion.core.report import environment, markdown_table, write_json
 from bastion.data import load_dataset
@@ -96,7 +97,8 @@ class Tracker(nn.Module):
 
 
 def run_ours(tracker: Tracker, x, y, budget):
-    box = BlackBox(tracker, input_shape=x.shape[1:], budget=budget, on_exhausted="mask", batch_size=32)
+    box = BlackBox(tracker, input_shape=x.shape[1:], budget=budget, on_exhausted="mask",
+                   batch_size=auto_batch_size(x[0].numel()))  # fmt: skip
     query = box.query
 
     def tracked(rows, sample_ids=None):
