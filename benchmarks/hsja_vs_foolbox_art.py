@@ -173,6 +173,8 @@ def bench(
             "forward share": tracker.forward_s / wall,
             "overhead / forward": (wall - tracker.forward_s) / tracker.forward_s,
             "queries/image": float(np.median(tracker.count)),
+            "queries (all images)": int(tracker.count.sum()),
+            "ms per 1K queries": 1e6 * wall / max(1, int(tracker.count.sum())),
         }  # fmt: skip
         for q in checkpoints:
             row[f"median MSE @{q}"] = float(np.median(tracker.mse_at(q)))
