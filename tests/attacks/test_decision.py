@@ -10,7 +10,16 @@ import torch
 from torch import nn
 
 from bastion import zoo
-from bastion.attacks.decision import HSJA, BasisSampler, DCTSampler, FullSampler, SpatialSampler, dct_matrix, qeba
+from bastion.attacks.decision import (
+    HSJA,
+    BasisSampler,
+    BoundaryAttack,
+    DCTSampler,
+    FullSampler,
+    SpatialSampler,
+    dct_matrix,
+    qeba,
+)
 from bastion.attacks.decision.engine import _Run
 from bastion.core import ATTACKS, BlackBox
 from bastion.data import load_dataset
@@ -40,7 +49,13 @@ def digits():
 
 @pytest.mark.parametrize("budget", [1, 7, 60, 333])
 @pytest.mark.parametrize(
-    "make", [lambda: HSJA(seed=0), lambda: qeba(subspace="frequency", seed=0), lambda: HSJA(norm="linf", seed=0)]
+    "make",
+    [
+        lambda: HSJA(seed=0),
+        lambda: qeba(subspace="frequency", seed=0),
+        lambda: HSJA(norm="linf", seed=0),
+        lambda: BoundaryAttack(seed=0),
+    ],
 )
 def test_budget_never_exceeded_and_counted_independently(digits, budget, make):
     model, x, y = digits
@@ -53,7 +68,9 @@ def test_budget_never_exceeded_and_counted_independently(digits, budget, make):
     assert int(one.queries[0]) == single.rows <= budget
 
 
-@pytest.mark.parametrize("attack", [HSJA(seed=1), HSJA(norm="linf", seed=1), qeba(subspace="spatial", seed=1)])
+@pytest.mark.parametrize(
+    "attack", [HSJA(seed=1), HSJA(norm="linf", seed=1), qeba(subspace="spatial", seed=1), BoundaryAttack(seed=1)]
+)
 def test_results_are_adversarial_in_bounds_and_distances_exact(digits, attack):
     model, x, y = digits
     r = attack(model.net, x, y, budget=500, preprocess=model.preprocess)
@@ -240,3 +257,13 @@ def test_bisection_terminates_at_imagenet_size_with_the_hsja_preset():
     r = HSJA(seed=0)(linear, x, torch.tensor([0]), budget=500)
     assert r.success.all()
     assert len(r.history[0]) >= 3  # init + at least two full iterations within 500 queries
+
+
+def test_boundary_attack_walks_towards_the_original(digits):
+    model, x, y = digits
+    r = BoundaryAttack(seed=0)(model.net, x, y, budget=600, preprocess=model.preprocess)
+    first = torch.tensor([h[0][1] for h in r.history])
+    assert bool((r.l2 < first).all())  # every image got closer than its starting point
+    assert isinstance(ATTACKS.create("boundary", seed=0), BoundaryAttack)
+    with pytest.raises(ValueError, match="step_adaptation must be > 1"):
+        BoundaryAttack(step_adaptation=1.0)

@@ -61,7 +61,7 @@ def test_boundary_reproduction_quick_path(tmp_path):
 
     result = boundary.BoundaryReproduction(n_images=3, budget=200).run(tmp_path, quick=True, seed=0, quiet=True)
     rows = result.tables["Median MSE at equal queries"]
-    assert [r["method"] for r in rows] == ["HSJA", "QEBA-S", "QEBA-F", "QEBA-I"]
+    assert [r["method"] for r in rows] == ["HSJA", "QEBA-S", "QEBA-F", "QEBA-I", "Boundary Attack"]
     assert all(r["queries used (max)"] <= 200 for r in rows)
     assert len(result.claims) == 1
     assert set(result.claims[0].measured) == {"HSJA @200", "QEBA-S @200", "QEBA-F @200", "QEBA-I @200"}

@@ -6,6 +6,7 @@ different probe sampler. Registered in :data:`bastion.core.ATTACKS` as ``hsja``,
 """
 
 from ...core.registry import ATTACKS
+from .boundary_attack import BoundaryAttack
 from .engine import HSJA, AttackResult
 from .samplers import BasisSampler, DCTSampler, FullSampler, GeneratorSampler, SpatialSampler, dct_matrix
 from .subspaces import pca_basis, reference_gradients, zoo_gradient_basis
@@ -30,6 +31,7 @@ def qeba(*, subspace: str = "spatial", ratio: int = 2, basis=None, **kwargs) -> 
 
 
 ATTACKS.register("hsja", HSJA)
+ATTACKS.register("boundary", BoundaryAttack)
 ATTACKS.register("qeba-s", lambda **kw: qeba(subspace="spatial", **kw))
 ATTACKS.register("qeba-f", lambda **kw: qeba(subspace="frequency", **kw))
 ATTACKS.register("qeba-i", lambda **kw: qeba(subspace="intrinsic", **kw))
@@ -38,6 +40,7 @@ __all__ = [
     "HSJA",
     "AttackResult",
     "BasisSampler",
+    "BoundaryAttack",
     "DCTSampler",
     "FullSampler",
     "GeneratorSampler",
