@@ -14,9 +14,8 @@ from collections.abc import Callable
 
 import torch
 
-from ...core.blackbox import BlackBox
-from ...core.checks import check_float, check_image_batch, check_int, check_labels
-from .engine import AttackResult, _Run, auto_batch_size
+from ...core.checks import check_float, check_int
+from .engine import AttackResult, _Run, prepare
 
 __all__ = ["BoundaryAttack"]
 
@@ -80,23 +79,8 @@ class BoundaryAttack:
         quiet: bool = True,
     ) -> AttackResult:
         """Attack ``x``; the arguments mean what they mean for :class:`~bastion.attacks.decision.HSJA`."""
-        budget = check_int(budget, "budget", minimum=1)
-        x = check_image_batch(x, "x", bounds=bounds)
-        y = check_labels(y, "y", n=x.shape[0])
-        if targets is not None:
-            targets = check_labels(targets, "targets", n=x.shape[0])
-            if starting_points is None:
-                raise ValueError(
-                    "starting_points are required for a targeted attack (images classified as the targets)"
-                )
-        if starting_points is not None:
-            starting_points = check_image_batch(starting_points, "starting_points", shape=x.shape[1:], bounds=bounds)
-        chunk = self.batch_size or auto_batch_size(x[0].numel())
-        box = model if isinstance(model, BlackBox) else BlackBox(
-            model, oracle="label", bounds=bounds, preprocess=preprocess, input_shape=x.shape[1:], budget=budget,
-            on_exhausted="mask", batch_size=chunk,
-        )  # fmt: skip
-        return _BoundaryRun(self, box, x, y, targets, starting_points, budget, bounds, quiet).run()
+        args = prepare(self, model, x, y, budget, targets, starting_points, preprocess, bounds)
+        return _BoundaryRun(self, *args, bounds, quiet).run()
 
 
 class _BoundaryRun(_Run):

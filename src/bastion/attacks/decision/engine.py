@@ -190,30 +190,36 @@ class HSJA:
         ``model`` is an ``nn.Module`` / callable returning logits (wrapped in a label-only
         :class:`BlackBox` with ``preprocess``) or a label-oracle ``BlackBox`` (used as it is).
         """
-        budget = check_int(budget, "budget", minimum=1)
-        x = check_image_batch(x, "x", bounds=bounds)
-        n = x.shape[0]
-        y = check_labels(y, "y", n=n)
-        if targets is not None:
-            targets = check_labels(targets, "targets", n=n)
-            if starting_points is None:
-                raise ValueError(
-                    "starting_points are required for a targeted attack (images classified as the targets)"
-                )
-            starting_points = check_image_batch(starting_points, "starting_points", shape=x.shape[1:], bounds=bounds)
-            if starting_points.shape[0] != n:
-                raise ValueError(f"starting_points must have one image per input ({n}), got {starting_points.shape[0]}")
-        elif starting_points is not None:
-            starting_points = check_image_batch(starting_points, "starting_points", shape=x.shape[1:], bounds=bounds)
-        if isinstance(model, BlackBox):
-            if model.oracle != "label":
-                raise ValueError(f"a BlackBox given as model must be a label oracle, got oracle={model.oracle!r}")
-            box = model
-        else:
-            chunk = self.batch_size or auto_batch_size(x[0].numel())
-            box = BlackBox(model, oracle="label", bounds=bounds, preprocess=preprocess, input_shape=x.shape[1:],
-                           budget=budget, on_exhausted="mask", batch_size=chunk)  # fmt: skip
-        return _Run(self, box, x, y, targets, starting_points, budget, bounds, quiet).run()
+        args = prepare(self, model, x, y, budget, targets, starting_points, preprocess, bounds)
+        return _Run(self, *args, bounds, quiet).run()
+
+
+def prepare(attack, model, x, y, budget, targets, starting_points, preprocess, bounds):
+    """Validate a decision attack's inputs; wrap ``model`` in a label-only, masking :class:`BlackBox`.
+
+    Returns ``(box, x, y, targets, starting_points, budget)``; shared by every attack on this engine.
+    """
+    budget = check_int(budget, "budget", minimum=1)
+    x = check_image_batch(x, "x", bounds=bounds)
+    n = x.shape[0]
+    y = check_labels(y, "y", n=n)
+    if targets is not None:
+        targets = check_labels(targets, "targets", n=n)
+        if starting_points is None:
+            raise ValueError("starting_points are required for a targeted attack (images classified as the targets)")
+    if starting_points is not None:
+        starting_points = check_image_batch(starting_points, "starting_points", shape=x.shape[1:], bounds=bounds)
+        if starting_points.shape[0] != n:
+            raise ValueError(f"starting_points must have one image per input ({n}), got {starting_points.shape[0]}")
+    if isinstance(model, BlackBox):
+        if model.oracle != "label":
+            raise ValueError(f"a BlackBox given as model must be a label oracle, got oracle={model.oracle!r}")
+        box = model
+    else:
+        chunk = attack.batch_size or auto_batch_size(x[0].numel())
+        box = BlackBox(model, oracle="label", bounds=bounds, preprocess=preprocess, input_shape=x.shape[1:],
+                       budget=budget, on_exhausted="mask", batch_size=chunk)  # fmt: skip
+    return box, x, y, targets, starting_points, budget
 
 
 class _Run:
