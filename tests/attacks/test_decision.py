@@ -12,12 +12,16 @@ from torch import nn
 from bastion import zoo
 from bastion.attacks.decision import (
     HSJA,
+    AEGenerator,
     BasisSampler,
     BoundaryAttack,
     DCTSampler,
     FullSampler,
+    ProgressiveGenerator,
     SpatialSampler,
     dct_matrix,
+    nonlinear_ba,
+    psba,
     qeba,
 )
 from bastion.attacks.decision.engine import _Run
@@ -55,6 +59,8 @@ def digits():
         lambda: qeba(subspace="frequency", seed=0),
         lambda: HSJA(norm="linf", seed=0),
         lambda: BoundaryAttack(seed=0),
+        lambda: nonlinear_ba(AEGenerator((1, 28, 28)).eval(), seed=0),  # untrained decoders: the accounting
+        lambda: psba(ProgressiveGenerator(1, sizes=(7, 14, 28)).eval(), scale=7, seed=0),
     ],
 )
 def test_budget_never_exceeded_and_counted_independently(digits, budget, make):

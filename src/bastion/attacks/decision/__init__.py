@@ -2,13 +2,25 @@
 
 ``HSJA`` is the engine; QEBA's spatial / frequency / intrinsic variants are the same engine given a
 different probe sampler. Registered in :data:`bastion.core.ATTACKS` as ``hsja``, ``qeba-s``,
-``qeba-f`` and ``qeba-i`` (the last needs a basis).
+``qeba-f`` and ``qeba-i`` (the last needs a basis); NonLinear-BA as ``nlba-ae``, ``nlba-vae`` and
+``nlba-gan`` and PSBA as ``psba`` (these need ``generator=``, e.g. from :func:`zoo_generator`, and
+PSBA a ``scale=``, e.g. from :func:`psba_scale_search`).
 """
 
 from ...core.registry import ATTACKS
 from .boundary_attack import BoundaryAttack
 from .engine import HSJA, AttackResult
-from .samplers import BasisSampler, DCTSampler, FullSampler, GeneratorSampler, SpatialSampler, dct_matrix
+from .generators import AEGenerator, GANGenerator, ProgressiveGenerator, VAEGenerator, train_generator, zoo_generator
+from .psba import ScaleSearch, nonlinear_ba, psba, psba_scale_search
+from .samplers import (
+    BasisSampler,
+    DCTSampler,
+    FullSampler,
+    GeneratorSampler,
+    ProgressiveSampler,
+    SpatialSampler,
+    dct_matrix,
+)
 from .subspaces import pca_basis, reference_gradients, zoo_gradient_basis
 
 
@@ -35,19 +47,33 @@ ATTACKS.register("boundary", BoundaryAttack)
 ATTACKS.register("qeba-s", lambda **kw: qeba(subspace="spatial", **kw))
 ATTACKS.register("qeba-f", lambda **kw: qeba(subspace="frequency", **kw))
 ATTACKS.register("qeba-i", lambda **kw: qeba(subspace="intrinsic", **kw))
+for _kind in ("ae", "vae", "gan"):
+    ATTACKS.register(f"nlba-{_kind}", nonlinear_ba)
+ATTACKS.register("psba", psba)
 
 __all__ = [
     "HSJA",
+    "AEGenerator",
     "AttackResult",
     "BasisSampler",
     "BoundaryAttack",
     "DCTSampler",
     "FullSampler",
+    "GANGenerator",
     "GeneratorSampler",
+    "ProgressiveGenerator",
+    "ProgressiveSampler",
+    "ScaleSearch",
     "SpatialSampler",
+    "VAEGenerator",
     "dct_matrix",
+    "nonlinear_ba",
     "pca_basis",
+    "psba",
+    "psba_scale_search",
     "qeba",
     "reference_gradients",
+    "train_generator",
+    "zoo_generator",
     "zoo_gradient_basis",
 ]

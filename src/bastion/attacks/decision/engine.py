@@ -401,6 +401,10 @@ class _Run:
         )
         u = u.to(self.x0.dtype)
         base = self.x_adv[ids][owner]
+        if getattr(self.a.sampler, "orient", False):  # PSBA: every probe points towards the original
+            towards = (self.x0[ids] - self.x_adv[ids])[owner].flatten(1)
+            flip = (u.flatten(1) * towards).sum(1) < 0
+            u[flip] = -u[flip]
         dl = delta[owner].view(-1, *[1] * len(self.shape))
         probes = (base + dl * u).clamp(self.lo, self.hi)
         u = (probes - base) / dl  # the direction actually sent

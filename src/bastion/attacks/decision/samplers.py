@@ -5,7 +5,9 @@ of unit L2 norm; the engine is given one (Foolbox style: the subspace is an obje
 engine). Papers: HSJA (Chen, Jordan & Wainwright, IEEE S&P 2020) draws from the full space; QEBA
 (Li et al., CVPR 2020) from a spatial (``SpatialSampler``), frequency (``DCTSampler``) or intrinsic
 (``BasisSampler`` on a PCA of reference-model gradients) subspace; NonLinear-BA decodes latents with a
-generator (``GeneratorSampler``). Shapes follow the official code (AI-secure/QEBA); see spec
+generator (``GeneratorSampler``), PSBA (ICML 2021) with one scale of a progressive generator
+(``ProgressiveSampler``). A sampler with a true ``orient`` attribute has its probes' signs flipped by
+the engine to point towards the original (PSBA's code). Shapes follow the official code (AI-secure/QEBA); see spec
 boundary.md, "Probe samplers".
 """
 
@@ -19,7 +21,15 @@ import torch.nn.functional as F
 
 from ...core.checks import check_choice, check_int, check_tensor
 
-__all__ = ["BasisSampler", "DCTSampler", "FullSampler", "GeneratorSampler", "SpatialSampler", "dct_matrix"]
+__all__ = [
+    "BasisSampler",
+    "DCTSampler",
+    "FullSampler",
+    "GeneratorSampler",
+    "ProgressiveSampler",
+    "SpatialSampler",
+    "dct_matrix",
+]
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
@@ -126,23 +136,77 @@ class BasisSampler:
 
 
 class GeneratorSampler:
-    """NonLinear-BA style: decode unit-norm Gaussian latents with ``generator``; outputs resized if needed."""
+    """NonLinear-BA style: decode Gaussian latents with ``generator``; outputs resized if needed, unit norm.
 
-    def __init__(self, generator: Callable[[torch.Tensor], torch.Tensor], latent_shape: tuple[int, ...]) -> None:
+    ``latent="unit"`` (AE / VAE, the official code) normalises each latent to unit L2 norm;
+    ``latent="gaussian"`` (GAN) feeds N(0, I) latents as the generator was trained on.
+    """
+
+    def __init__(
+        self,
+        generator: Callable[[torch.Tensor], torch.Tensor],
+        latent_shape: tuple[int, ...],
+        *,
+        latent: str = "unit",
+    ) -> None:
         if not callable(generator):
             raise TypeError(f"generator must be callable, got {type(generator).__name__}")
         self.generator = generator
         self.latent_shape = tuple(check_int(s, "latent_shape entry", minimum=1) for s in latent_shape)
+        self.latent = check_choice(latent, "latent", ("unit", "gaussian"))
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z)
 
     @torch.no_grad()
     def __call__(self, n: int, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-        z = _unit(torch.randn((n, *self.latent_shape), generator=generator))
-        out = self.generator(z)
+        z = torch.randn((n, *self.latent_shape), generator=generator)
+        if self.latent == "unit":
+            z = _unit(z)
+        out = self._decode(z)
         if tuple(out.shape[1:]) != tuple(shape):
             if out.dim() != 4 or out.shape[1] != shape[0]:
                 raise ValueError(f"generator output {tuple(out.shape[1:])} cannot be resized to {tuple(shape)}")
             out = F.interpolate(out, size=shape[1:], mode="bilinear", align_corners=False)
+        if not torch.isfinite(out).all():
+            raise FloatingPointError(f"{self!r} produced NaN or inf probes")
         return _unit(out.float())
 
     def __repr__(self) -> str:
-        return f"GeneratorSampler(latent_shape={self.latent_shape})"
+        return f"{type(self).__name__}(latent_shape={self.latent_shape}, latent={self.latent!r})"
+
+
+class ProgressiveSampler(GeneratorSampler):
+    """PSBA: probes from a progressive generator's output at one ``scale``, upsampled bilinearly.
+
+    ``generator.at_scale(z, scale)`` gives the ``scale x scale`` output (see
+    :class:`~.generators.ProgressiveGenerator`; a user's object with that method plugs in).
+    ``frequency_ratio=f`` keeps only the low ``(H/f x W/f)`` DCT block of each upsampled probe (PSBA's
+    frequency variant). ``orient=True`` (PSBA's code, our default) asks the engine to flip each probe's
+    sign so that it points towards the original: ``<u, x_t - x*> <= 0``.
+    """
+
+    def __init__(self, generator, scale: int, *, frequency_ratio: int | None = None, orient: bool = True) -> None:
+        if not callable(getattr(generator, "at_scale", None)):
+            raise TypeError(f"generator must have an at_scale(z, scale) method, got {type(generator).__name__}")
+        super().__init__(generator.at_scale, generator.latent_shape, latent="gaussian")
+        self.progressive = generator
+        self.scale = check_int(scale, "scale", minimum=1)
+        self.frequency_ratio = None if frequency_ratio is None else check_int(frequency_ratio, "frequency_ratio",
+                                                                              minimum=1)  # fmt: skip
+        self.orient = bool(orient)
+        self._dct = DCTSampler(ratio=self.frequency_ratio) if self.frequency_ratio else None
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.progressive.at_scale(z, self.scale)
+
+    @torch.no_grad()
+    def __call__(self, n: int, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        out = super().__call__(n, shape, generator)
+        if self._dct is None:
+            return out
+        dh, dw = self._dct._bases(shape[1], shape[2])
+        return _unit(dh.T @ (dh @ out @ dw.T) @ dw)  # project on the low-frequency block
+
+    def __repr__(self) -> str:
+        return f"ProgressiveSampler(scale={self.scale}, frequency_ratio={self.frequency_ratio}, orient={self.orient})"
