@@ -104,3 +104,35 @@ def test_attack_command(tmp_path, capsys):
     assert main(targeted) == 0
     assert main(["attack", "--method", "nope", "--model", "zoo:mnist5k-cnn"]) == 2
     assert "unknown attack" in capsys.readouterr().err
+
+
+def test_attack_command_generator_methods_and_boundary(tmp_path, capsys, monkeypatch):
+    """nlba-* and psba get a zoo generator (a one-epoch one here, uncached) and PSBA a scale search."""
+    import dataclasses
+
+    import torch
+
+    import bastion.attacks.decision as decision
+    from bastion.attacks.decision import generators as gen_mod
+
+    grads = torch.randn(64, 784)
+
+    def tiny(kind, dataset, references, seed=0, quiet=True):
+        assert dataset == "mnist5k" and "mnist5k-cnn" not in references  # never the target
+        recipe = dataclasses.replace(gen_mod.RECIPES[kind], epochs=1, batch_size=32)
+        return gen_mod.train_generator(kind, grads, (1, 28, 28), recipe=recipe, seed=seed)
+
+    monkeypatch.setattr(decision, "zoo_generator", tiny)
+    for method in ("nlba-vae", "psba", "boundary"):
+        argv = ["attack", "--method", method, "--model", "zoo:mnist5k-cnn", "--n", "2", "--budget", "120",
+                "--out", str(tmp_path)]  # fmt: skip
+        assert main(argv) == 0, method
+        text = capsys.readouterr().out
+        assert f"{method} on mnist5k-cnn: success 2/2" in text
+        data = json.loads((tmp_path / f"{method}_mnist5k-cnn.json").read_text())
+        assert all(r["queries"] <= 120 for r in data["rows"])
+        if method == "psba":
+            assert "PSBA scale " in text
+    argv = ["attack", "--method", "boundary", "--norm", "linf", "--model", "zoo:mnist5k-cnn", "--n", "2"]
+    assert main(argv) == 2
+    assert "L2 attack" in capsys.readouterr().err

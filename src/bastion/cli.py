@@ -74,7 +74,8 @@ def zoo_train(names: tuple[str, ...], force: bool) -> None:
 
 # --------------------------------------------------------------------------- attack
 @cli.command()
-@click.option("--method", required=True, help="hsja, qeba-s, qeba-f or qeba-i")
+@click.option("--method", required=True,
+              help="hsja, qeba-s, qeba-f, qeba-i, nlba-ae, nlba-vae, nlba-gan, psba or boundary")  # fmt: skip
 @click.option("--model", "model_spec", required=True, help="zoo:NAME")
 @click.option("--n", type=click.IntRange(min=1), default=16, show_default=True, help="images to attack")
 @click.option("--budget", type=click.IntRange(min=1), default=2000, show_default=True, help="queries per image")
@@ -89,7 +90,7 @@ def attack(method: str, model_spec: str, n: int, budget: int, targeted: bool, no
     from pathlib import Path
 
     from . import zoo as zoo_mod
-    from .attacks.decision import zoo_gradient_basis
+    from .attacks.decision import psba, psba_scale_search, zoo_generator, zoo_gradient_basis
     from .core.registry import ATTACKS, MODELS
     from .core.report import new_figure, save_figure, write_json
     from .data import load_dataset
@@ -101,13 +102,22 @@ def attack(method: str, model_spec: str, n: int, budget: int, targeted: bool, no
         model = zoo_mod.load(name, quiet=False)
         entry = MODELS.get(name)
         kwargs = {"norm": norm, "preset": preset, "seed": seed}
-        if method == "qeba-i":
+        ATTACKS.get(method)  # an unknown method fails here, before any reference model is trained
+        if method == "boundary":  # the Boundary Attack is L2 and has no HSJA preset
+            if norm != "l2":
+                raise ValueError("--method boundary is an L2 attack; drop --norm linf")
+            kwargs = {"seed": seed}
+        if method == "qeba-i" or method.startswith("nlba-") or method == "psba":
             if entry.recipe is None:
-                raise ValueError("qeba-i needs reference models of the same data set; none for a pretrained model")
+                raise ValueError(f"{method} needs reference models of the same data set; none for a pretrained model")
             ds = entry.recipe.dataset
             refs = [f"{ds}-{a}" for a in ("mlp", "wide", "resnet", "cnn") if f"{ds}-{a}" != name][:2]
-            kwargs["basis"] = zoo_gradient_basis(ds, references=refs, k=100, seed=seed)
-        atk = ATTACKS.create(method, **kwargs)
+            if method == "qeba-i":
+                kwargs["basis"] = zoo_gradient_basis(ds, references=refs, k=100, seed=seed)
+            else:
+                kind = "pgan" if method == "psba" else method[len("nlba-") :]
+                click.echo(f"{kind} generator on the gradients of {', '.join(refs)} (trained once, then cached)")
+                kwargs["generator"] = zoo_generator(kind, ds, references=refs, seed=seed, quiet=False)[0]
     except (KeyError, ValueError) as exc:
         raise click.UsageError(str(exc.args[0]) if exc.args else str(exc)) from exc
     data = load_dataset(entry.eval_dataset, entry.eval_split, **entry.eval_kwargs)
@@ -115,6 +125,17 @@ def attack(method: str, model_spec: str, n: int, budget: int, targeted: bool, no
     right = (pred == data.labels).nonzero().flatten()
     idx = right[:n]
     x, y = data.images[idx], data.labels[idx]
+    if method == "psba":  # scale chosen on other held-out images than the attacked ones
+        val = right[n : n + 5]
+        if len(val) == 0:
+            raise click.UsageError("psba needs held-out images beyond the --n attacked ones to choose its scale")
+        gen = kwargs.pop("generator")
+        search = psba_scale_search(gen, model.net, data.images[val], data.labels[val], budget=max(1, budget // 4),
+                                   preprocess=model.preprocess, **kwargs)  # fmt: skip
+        click.echo(f"PSBA scale {search.scale} (median MSE by scale {search.median_mse}, {search.queries} queries)")
+        atk = psba(gen, scale=search.scale, **kwargs)
+    else:
+        atk = ATTACKS.create(method, **kwargs)
     extra = {}
     if targeted:
         c = len(entry.classes)
