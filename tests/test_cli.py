@@ -123,7 +123,7 @@ def test_attack_command_generator_methods_and_boundary(tmp_path, capsys, monkeyp
         return gen_mod.train_generator(kind, grads, (1, 28, 28), recipe=recipe, seed=seed)
 
     monkeypatch.setattr(decision, "zoo_generator", tiny)
-    for method in ("nlba-vae", "psba", "boundary"):
+    for method in ("nlba-vae", "psba", "boundary", "sign-opt"):
         argv = ["attack", "--method", method, "--model", "zoo:mnist5k-cnn", "--n", "2", "--budget", "120",
                 "--out", str(tmp_path)]  # fmt: skip
         assert main(argv) == 0, method

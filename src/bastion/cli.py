@@ -75,7 +75,7 @@ def zoo_train(names: tuple[str, ...], force: bool) -> None:
 # --------------------------------------------------------------------------- attack
 @cli.command()
 @click.option("--method", required=True,
-              help="hsja, qeba-s, qeba-f, qeba-i, nlba-ae, nlba-vae, nlba-gan, psba or boundary")  # fmt: skip
+              help="hsja, qeba-s, qeba-f, qeba-i, nlba-ae, nlba-vae, nlba-gan, psba, boundary or sign-opt")  # fmt: skip
 @click.option("--model", "model_spec", required=True, help="zoo:NAME")
 @click.option("--n", type=click.IntRange(min=1), default=16, show_default=True, help="images to attack")
 @click.option("--budget", type=click.IntRange(min=1), default=2000, show_default=True, help="queries per image")
@@ -103,9 +103,9 @@ def attack(method: str, model_spec: str, n: int, budget: int, targeted: bool, no
         entry = MODELS.get(name)
         kwargs = {"norm": norm, "preset": preset, "seed": seed}
         ATTACKS.get(method)  # an unknown method fails here, before any reference model is trained
-        if method == "boundary":  # the Boundary Attack is L2 and has no HSJA preset
+        if method in ("boundary", "sign-opt"):  # L2 attacks without HSJA presets
             if norm != "l2":
-                raise ValueError("--method boundary is an L2 attack; drop --norm linf")
+                raise ValueError(f"--method {method} is an L2 attack; drop --norm linf")
             kwargs = {"seed": seed}
         if method == "qeba-i" or method.startswith("nlba-") or method == "psba":
             if entry.recipe is None:

@@ -18,6 +18,7 @@ from bastion.attacks.decision import (
     DCTSampler,
     FullSampler,
     ProgressiveGenerator,
+    SignOPT,
     SpatialSampler,
     dct_matrix,
     nonlinear_ba,
@@ -61,6 +62,7 @@ def digits():
         lambda: BoundaryAttack(seed=0),
         lambda: nonlinear_ba(AEGenerator((1, 28, 28)).eval(), seed=0),  # untrained decoders: the accounting
         lambda: psba(ProgressiveGenerator(1, sizes=(7, 14, 28)).eval(), scale=7, seed=0),
+        lambda: SignOPT(seed=0),
     ],
 )
 def test_budget_never_exceeded_and_counted_independently(digits, budget, make):
@@ -75,7 +77,14 @@ def test_budget_never_exceeded_and_counted_independently(digits, budget, make):
 
 
 @pytest.mark.parametrize(
-    "attack", [HSJA(seed=1), HSJA(norm="linf", seed=1), qeba(subspace="spatial", seed=1), BoundaryAttack(seed=1)]
+    "attack",
+    [
+        HSJA(seed=1),
+        HSJA(norm="linf", seed=1),
+        qeba(subspace="spatial", seed=1),
+        BoundaryAttack(seed=1),
+        SignOPT(seed=1),
+    ],
 )
 def test_results_are_adversarial_in_bounds_and_distances_exact(digits, attack):
     model, x, y = digits

@@ -4,7 +4,8 @@
 different probe sampler. Registered in :data:`bastion.core.ATTACKS` as ``hsja``, ``qeba-s``,
 ``qeba-f`` and ``qeba-i`` (the last needs a basis); NonLinear-BA as ``nlba-ae``, ``nlba-vae`` and
 ``nlba-gan`` and PSBA as ``psba`` (these need ``generator=``, e.g. from :func:`zoo_generator`, and
-PSBA a ``scale=``, e.g. from :func:`psba_scale_search`).
+PSBA a ``scale=``, e.g. from :func:`psba_scale_search`). Baselines: ``boundary`` (Brendel et al.) and
+``sign-opt`` (Cheng et al.).
 """
 
 from ...core.registry import ATTACKS
@@ -21,6 +22,7 @@ from .samplers import (
     SpatialSampler,
     dct_matrix,
 )
+from .sign_opt import SignOPT
 from .subspaces import pca_basis, reference_gradients, zoo_gradient_basis
 
 
@@ -50,6 +52,7 @@ ATTACKS.register("qeba-i", lambda **kw: qeba(subspace="intrinsic", **kw))
 for _kind in ("ae", "vae", "gan"):
     ATTACKS.register(f"nlba-{_kind}", nonlinear_ba)
 ATTACKS.register("psba", psba)
+ATTACKS.register("sign-opt", SignOPT)
 
 __all__ = [
     "HSJA",
@@ -64,6 +67,7 @@ __all__ = [
     "ProgressiveGenerator",
     "ProgressiveSampler",
     "ScaleSearch",
+    "SignOPT",
     "SpatialSampler",
     "VAEGenerator",
     "dct_matrix",
