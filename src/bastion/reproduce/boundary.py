@@ -140,7 +140,7 @@ class BoundaryReproduction:
 
     name = "boundary"
     system = "Decision-based attacks"
-    title = "HSJA vs QEBA subspace probes, distance at equal queries (MNIST-5k zoo targets)"
+    title = "HSJA, QEBA, NonLinear-BA, PSBA and baselines: distance at equal queries (MNIST-5k zoo targets)"
 
     def __init__(self, n_images: int | None = None, budget: int | None = None) -> None:
         self.n_images, self.budget = n_images, budget

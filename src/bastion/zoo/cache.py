@@ -89,6 +89,16 @@ def load_entry(stem: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | No
     return state, meta
 
 
+def load_or_discard(stem: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """:func:`load_entry`, but a damaged entry is logged and deleted and ``None`` returned (rebuild it)."""
+    try:
+        return load_entry(stem)
+    except CacheCorrupted as exc:
+        log.warning("cache entry %s is damaged (%s); it is deleted and will be rebuilt", stem, exc)
+        remove_entry(stem)
+        return None
+
+
 def remove_entry(stem: str) -> None:
     """Delete both files of an entry (used before retraining a corrupted one)."""
     for p in _paths(stem):

@@ -10,17 +10,15 @@ for the statistics, the final one for the move); init and accounting are the HSJ
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from ...core.checks import check_float, check_int
-from .engine import AttackResult, _Run, prepare
+from .engine import DecisionAttack, _Run
 
 __all__ = ["BoundaryAttack"]
 
 
-class BoundaryAttack:
+class BoundaryAttack(DecisionAttack):
     """Brendel et al.'s Boundary Attack, batched over images with per-image hard budgets (L2).
 
     Parameters
@@ -65,23 +63,6 @@ class BoundaryAttack:
             f"step_adaptation={self.step_adaptation}, update_every={self.update_every}, seed={self.seed})"
         )
 
-    def __call__(
-        self,
-        model,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        budget: int,
-        targets: torch.Tensor | None = None,
-        starting_points: torch.Tensor | None = None,
-        preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        bounds: tuple[float, float] = (0.0, 1.0),
-        quiet: bool = True,
-    ) -> AttackResult:
-        """Attack ``x``; the arguments mean what they mean for :class:`~bastion.attacks.decision.HSJA`."""
-        args = prepare(self, model, x, y, budget, targets, starting_points, preprocess, bounds)
-        return _BoundaryRun(self, *args, bounds, quiet).run()
-
 
 class _BoundaryRun(_Run):
     def __init__(self, *args) -> None:
@@ -125,3 +106,6 @@ class _BoundaryRun(_Run):
             self.src[due] = torch.where(s[:, 2] / s[:, 3] > 0.5, self.src[due] * f, self.src[due] / f)
             self.stats[due] = 0
         self.record(ids)
+
+
+BoundaryAttack._run_class = _BoundaryRun

@@ -40,7 +40,7 @@ from ...core.checks import check_choice, check_float, check_image_batch, check_i
 from ...core.progress import progress
 from .samplers import FullSampler
 
-__all__ = ["HSJA", "AttackResult", "auto_batch_size"]
+__all__ = ["HSJA", "AttackResult", "DecisionAttack", "auto_batch_size"]
 
 
 @dataclass
@@ -91,7 +91,38 @@ def _dist(a: torch.Tensor, b: torch.Tensor, norm: str) -> torch.Tensor:
     return diff.norm(dim=1) if norm == "l2" else diff.abs().amax(dim=1)
 
 
-class HSJA:
+class DecisionAttack:
+    """What every attack on this engine shares: the call signature, input checks and the oracle set-up.
+
+    A subclass names its per-call state machine in ``_run_class`` (a subclass of the engine's run).
+    """
+
+    _run_class: type
+
+    def __call__(
+        self,
+        model,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        budget: int,
+        targets: torch.Tensor | None = None,
+        starting_points: torch.Tensor | None = None,
+        preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        bounds: tuple[float, float] = (0.0, 1.0),
+        quiet: bool = True,
+    ) -> AttackResult:
+        """Attack ``x`` (true labels ``y``); targeted when ``targets`` is given (needs ``starting_points``).
+
+        ``model`` is an ``nn.Module`` / callable returning logits (wrapped in a label-only
+        :class:`BlackBox` with ``preprocess``) or a label-oracle ``BlackBox`` (used as it is). Each
+        image gets at most ``budget`` queries, init included.
+        """
+        args = prepare(self, model, x, y, budget, targets, starting_points, preprocess, bounds)
+        return self._run_class(self, *args, bounds, quiet).run()
+
+
+class HSJA(DecisionAttack):
     """HopSkipJump with a pluggable probe sampler.
 
     Parameters
@@ -170,28 +201,6 @@ class HSJA:
         if self.preset == "hsja":
             return min(int(100 * math.sqrt(t)), self.max_probes)
         return min(100, self.max_probes)
-
-    # ------------------------------------------------------------------ attack
-    def __call__(
-        self,
-        model,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        budget: int,
-        targets: torch.Tensor | None = None,
-        starting_points: torch.Tensor | None = None,
-        preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        bounds: tuple[float, float] = (0.0, 1.0),
-        quiet: bool = True,
-    ) -> AttackResult:
-        """Attack ``x`` (true labels ``y``); targeted when ``targets`` is given (needs ``starting_points``).
-
-        ``model`` is an ``nn.Module`` / callable returning logits (wrapped in a label-only
-        :class:`BlackBox` with ``preprocess``) or a label-oracle ``BlackBox`` (used as it is).
-        """
-        args = prepare(self, model, x, y, budget, targets, starting_points, preprocess, bounds)
-        return _Run(self, *args, bounds, quiet).run()
 
 
 def prepare(attack, model, x, y, budget, targets, starting_points, preprocess, bounds):
@@ -477,3 +486,6 @@ class _Run:
             history=self.history,
             reason=self.reason,
         )
+
+
+HSJA._run_class = _Run

@@ -44,6 +44,7 @@ from torch import nn
 
 from ...core.checks import check_choice, check_tensor
 from ...core.progress import progress
+from .samplers import _unit
 
 __all__ = [
     "AEGenerator",
@@ -55,11 +56,6 @@ __all__ = [
     "zoo_generator",
     "zoo_reference_gradients",
 ]
-
-
-def _unit(v: torch.Tensor) -> torch.Tensor:
-    flat = v.flatten(1)
-    return (flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)).view_as(v)
 
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
@@ -526,11 +522,7 @@ def zoo_generator(
     shape = tuple(load_dataset(dataset, "test").images.shape[1:])
     key_src = json.dumps([refs, dataset, asdict(recipe), seed, list(shape)], sort_keys=True)
     stem = f"nlba-{kind}-{dataset}-{hashlib.sha256(key_src.encode()).hexdigest()[:16]}"
-    try:
-        hit = cache.load_entry(stem)
-    except cache.CacheCorrupted:
-        cache.remove_entry(stem)
-        hit = None
+    hit = cache.load_or_discard(stem)
     if hit is not None:
         state, meta = hit
         model = _build(kind, shape)

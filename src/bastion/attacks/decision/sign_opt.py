@@ -24,12 +24,10 @@ only for its own queries and stops at its own hard budget.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from ...core.checks import check_float, check_int
-from .engine import AttackResult, _Run, prepare
+from .engine import DecisionAttack, _Run
 
 __all__ = ["SignOPT"]
 
@@ -38,7 +36,7 @@ class _OutOfBudget(Exception):
     pass
 
 
-class SignOPT:
+class SignOPT(DecisionAttack):
     """Sign-OPT, L2, untargeted or targeted (with ``starting_points``), per-image hard budgets.
 
     Parameters
@@ -83,23 +81,6 @@ class SignOPT:
 
     def theta(self, d: int) -> float:  # the init's blend search tolerance comes from the engine
         return 1e-3
-
-    def __call__(
-        self,
-        model,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        budget: int,
-        targets: torch.Tensor | None = None,
-        starting_points: torch.Tensor | None = None,
-        preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        bounds: tuple[float, float] = (0.0, 1.0),
-        quiet: bool = True,
-    ) -> AttackResult:
-        """Attack ``x``; the arguments mean what they mean for :class:`~bastion.attacks.decision.HSJA`."""
-        args = prepare(self, model, x, y, budget, targets, starting_points, preprocess, bounds)
-        return _SignOPTRun(self, *args, bounds, quiet).run()
 
 
 class _SignOPTRun(_Run):
@@ -202,3 +183,6 @@ class _SignOPTRun(_Run):
         self.t[ids] += 1
         if len(ids):
             self.record(ids)
+
+
+SignOPT._run_class = _SignOPTRun

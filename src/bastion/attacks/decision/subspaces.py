@@ -87,11 +87,7 @@ def zoo_gradient_basis(
     recipes = {name: MODELS.get(name).recipe.key() for name in references}
     key = hashlib.sha256(json.dumps([recipes, dataset, k, seed, "qeba-i-v1"], sort_keys=True).encode()).hexdigest()[:16]
     stem = f"qeba-i-basis-{dataset}-{key}"
-    try:
-        hit = cache.load_entry(stem)
-    except cache.CacheCorrupted:
-        cache.remove_entry(stem)
-        hit = None
+    hit = cache.load_or_discard(stem)
     if hit is not None:
         return hit[0]["basis"]
     images = load_dataset(dataset, "train").images
