@@ -23,7 +23,7 @@ from .samplers import (
     dct_matrix,
 )
 from .sign_opt import SignOPT
-from .subspaces import pca_basis, reference_gradients, zoo_gradient_basis
+from .subspaces import pca_basis, reference_gradients, zoo_gradient_basis, zoo_reference_gradients
 
 
 def qeba(*, subspace: str = "spatial", ratio: int = 2, basis=None, **kwargs) -> HSJA:
@@ -80,4 +80,5 @@ __all__ = [
     "train_generator",
     "zoo_generator",
     "zoo_gradient_basis",
+    "zoo_reference_gradients",
 ]

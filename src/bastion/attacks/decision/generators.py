@@ -32,8 +32,6 @@ SHA-256-checked JSON sidecar) under a key of the references' recipes and the tra
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -45,6 +43,7 @@ from torch import nn
 from ...core.checks import check_choice, check_tensor
 from ...core.progress import progress
 from .samplers import _unit
+from .subspaces import _zoo_key, zoo_reference_gradients
 
 __all__ = [
     "AEGenerator",
@@ -471,24 +470,6 @@ def _train_pgan(grads, shape, recipe, gen, quiet):
 
 
 # ---------------------------------------------------------------------------------------------- zoo cache
-_GRADIENTS: dict[str, torch.Tensor] = {}
-
-
-def zoo_reference_gradients(
-    dataset: str = "mnist5k", references: Sequence[str] = ("mnist5k-mlp", "mnist5k-wide")
-) -> torch.Tensor:
-    """Reference models' input gradients ``(len(references) * N, d)`` on ``dataset``'s training split (memoised)."""
-    from ... import zoo
-    from ...data import load_dataset
-    from .subspaces import reference_gradients
-
-    key = json.dumps([dataset, list(references)])
-    if key not in _GRADIENTS:
-        images = load_dataset(dataset, "train").images
-        _GRADIENTS[key] = reference_gradients([zoo.load(name).classifier() for name in references], images)
-    return _GRADIENTS[key]
-
-
 def _build(kind: str, shape: tuple[int, int, int]) -> nn.Module:
     if kind == "ae":
         return AEGenerator(shape)
@@ -520,8 +501,7 @@ def zoo_generator(
     recipe = RECIPES[kind]
     refs = {name: MODELS.get(name).recipe.key() for name in references}
     shape = tuple(load_dataset(dataset, "test").images.shape[1:])
-    key_src = json.dumps([refs, dataset, asdict(recipe), seed, list(shape)], sort_keys=True)
-    stem = f"nlba-{kind}-{dataset}-{hashlib.sha256(key_src.encode()).hexdigest()[:16]}"
+    stem = f"nlba-{kind}-{dataset}-{_zoo_key(refs, dataset, asdict(recipe), seed, list(shape))}"
     hit = cache.load_or_discard(stem)
     if hit is not None:
         state, meta = hit

@@ -18,7 +18,7 @@ from torch import nn
 
 from ...core.checks import check_image_batch, check_int
 
-__all__ = ["pca_basis", "reference_gradients", "zoo_gradient_basis"]
+__all__ = ["pca_basis", "reference_gradients", "zoo_gradient_basis", "zoo_reference_gradients"]
 
 
 def reference_gradients(models: Sequence[nn.Module], images: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
@@ -64,6 +64,38 @@ def pca_basis(
     return (vh[:k] @ q.T).to(torch.float32)  # rows: orthonormal basis of the top-k right singular space
 
 
+def _zoo_key(*parts) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def zoo_reference_gradients(
+    dataset: str = "mnist5k", references: Sequence[str] = ("mnist5k-mlp", "mnist5k-wide")
+) -> torch.Tensor:
+    """Zoo references' input gradients ``(len(references) * N, d)`` on ``dataset``'s training split, cached.
+
+    The training data of QEBA-I's basis and of the NonLinear-BA / PSBA generators. The cache key
+    hashes the references' recipe keys and the data set; the file is integrity-checked like every
+    zoo entry.
+    """
+    from ... import zoo
+    from ...core.registry import MODELS
+    from ...data import load_dataset
+    from ...zoo import cache
+
+    recipes = {name: MODELS.get(name).recipe.key() for name in references}
+    stem = f"refgrad-{dataset}-{_zoo_key(recipes, dataset, 'refgrad-v1')}"
+    hit = cache.load_or_discard(stem)
+    if hit is not None:
+        return hit[0]["gradients"]
+    images = load_dataset(dataset, "train").images
+    grads = reference_gradients([zoo.load(name).classifier() for name in references], images)
+    cache.save_entry(stem, {"gradients": grads}, {"references": recipes, "dataset": dataset, "rows": len(grads)})
+    return grads
+
+
 def zoo_gradient_basis(
     dataset: str = "mnist5k",
     *,
@@ -76,22 +108,14 @@ def zoo_gradient_basis(
     The cache key hashes the references' recipe keys, the data set, ``k`` and ``seed``; the file is
     integrity-checked like every zoo entry.
     """
-    import hashlib
-    import json
-
-    from ... import zoo
     from ...core.registry import MODELS
-    from ...data import load_dataset
     from ...zoo import cache
 
     recipes = {name: MODELS.get(name).recipe.key() for name in references}
-    key = hashlib.sha256(json.dumps([recipes, dataset, k, seed, "qeba-i-v1"], sort_keys=True).encode()).hexdigest()[:16]
-    stem = f"qeba-i-basis-{dataset}-{key}"
+    stem = f"qeba-i-basis-{dataset}-{_zoo_key(recipes, dataset, k, seed, 'qeba-i-v1')}"
     hit = cache.load_or_discard(stem)
     if hit is not None:
         return hit[0]["basis"]
-    images = load_dataset(dataset, "train").images
-    grads = reference_gradients([zoo.load(name).classifier() for name in references], images)
-    basis = pca_basis(grads, k, seed=seed)
+    basis = pca_basis(zoo_reference_gradients(dataset, references), k, seed=seed)
     cache.save_entry(stem, {"basis": basis}, {"references": recipes, "dataset": dataset, "k": k, "seed": seed})
     return basis
