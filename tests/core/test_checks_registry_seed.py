@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -49,6 +51,23 @@ def test_check_choice_and_tensor_and_labels():
         check_tensor(torch.tensor([1.0, float("nan"), float("inf")]), "x")
     with pytest.raises(ValueError, match=r"per-sample shape \(3, 8, 8\)"):
         check_image_batch(torch.rand(2, 1, 8, 8), shape=(3, 8, 8))
+
+
+@pytest.mark.parametrize(
+    ("values", "bounds", "match"),
+    [
+        ([0.2, float("nan")], (0.0, 1.0), "non-finite"),
+        ([0.2, float("inf")], (float("-inf"), float("inf")), "non-finite"),  # infinite bounds admit no inf
+        ([float("-inf"), 0.5], (float("-inf"), 1.0), "non-finite"),
+        ([0.2, 1.5], (0.0, 1.0), "must lie in"),
+        ([-1e-7, 0.5], (0.0, 1.0), "must lie in"),
+    ],
+)
+def test_check_tensor_bounds_fast_path_still_rejects_nan_inf_and_range(values, bounds, match):
+    with pytest.raises(ValueError, match=match):
+        check_tensor(torch.tensor(values), "x", bounds=bounds)
+    ok = torch.tensor([bounds[0] if math.isfinite(bounds[0]) else -3.0, 0.5])
+    assert check_tensor(ok, "x", bounds=bounds) is ok
 
 
 def test_registry_lookup_errors_name_close_matches():

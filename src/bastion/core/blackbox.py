@@ -269,7 +269,8 @@ class BlackBox:
     def _admit(self, ids: torch.Tensor) -> torch.Tensor:
         """Which rows may be answered under the budget (all, or raise, in ``raise`` mode)."""
         used = self._counts_for(ids)
-        if self.budget is None:
+        if self.budget is None or (len(ids) and int(used.max()) + len(ids) <= self.budget):
+            # no budget, or even the most-used sample could take every row: all admitted (hot path)
             return torch.ones(len(ids), dtype=torch.bool)
         if self.on_exhausted == "raise":
             need = torch.bincount(ids, minlength=len(self._queries))
