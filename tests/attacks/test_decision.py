@@ -76,6 +76,16 @@ def test_budget_never_exceeded_and_counted_independently(digits, budget, make):
     assert int(one.queries[0]) == single.rows <= budget
 
 
+@pytest.mark.parametrize("make", [lambda: HSJA(seed=0), lambda: BoundaryAttack(seed=0), lambda: SignOPT(seed=0)])
+def test_budget_holds_with_a_users_unbudgeted_blackbox(digits, make):
+    """A BlackBox given as the model is used as it is: the attack's own budget must still hold."""
+    model, x, y = digits
+    box = BlackBox(model.net, oracle="label", preprocess=model.preprocess, input_shape=x.shape[1:])
+    result = make()(box, x[:3], y[:3], budget=120)
+    assert int(result.queries.max()) <= 120
+    assert box.queries[:3].tolist() == result.queries.tolist()
+
+
 @pytest.mark.parametrize(
     "attack",
     [

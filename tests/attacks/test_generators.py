@@ -23,6 +23,7 @@ from bastion.attacks.decision import (
 )
 from bastion.attacks.decision import generators as gen_mod
 from bastion.attacks.decision.engine import _Run, prepare
+from bastion.core import BlackBox
 
 
 def _subspace_gradients(n: int, d: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,9 +45,12 @@ def test_ae_learns_subspace_gradients_and_its_sampler_gives_unit_probes():
     recipe = dataclasses.replace(gen_mod.RECIPES["ae"], epochs=8)
     ae, stats = train_generator("ae", grads, (1, 8, 8), recipe=recipe, seed=0)
     assert stats["reconstruction MSE (unit vectors)"] < 0.2 / 64  # cos(recon, target) > 0.9 on average
-    held_out, _ = _subspace_gradients(100, 64, 2, seed=0)
+    held_out = _subspace_gradients(100, 64, 2, seed=0)[1].T @ torch.randn(
+        2, 100, generator=torch.Generator().manual_seed(9)
+    )
+    held_out = (held_out / held_out.norm(dim=0)).T  # new vectors in the same subspace
     with torch.no_grad():
-        recon = ae(held_out[torch.randperm(100)].view(-1, 1, 8, 8))[0].flatten(1)
+        recon = ae(held_out.reshape(-1, 1, 8, 8))[0].flatten(1)
     energy_in = float(((recon @ basis.T) ** 2).sum(1).mean())
     assert energy_in > 0.9  # isotropic vectors would keep 2/64 = 0.03 of their energy there
     probes = GeneratorSampler(ae.decode, ae.latent_shape)(200, (1, 8, 8), torch.Generator().manual_seed(1))
@@ -180,6 +184,14 @@ def test_scale_search_keeps_the_best_and_stops_when_the_next_scale_is_worse():
     assert 0 < search.queries <= 2 * 6 * 300
 
 
+def test_scale_search_refuses_a_blackbox():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    box = BlackBox(net, oracle="label", input_shape=(1, 8, 8), budget=100)
+    g = ProgressiveGenerator(1, sizes=(2, 4, 8), widths=(4, 4, 4), base_width=4)
+    with pytest.raises(TypeError, match="not a BlackBox"):
+        psba_scale_search(g, box, torch.rand(2, 1, 8, 8), torch.tensor([0, 1]))
+
+
 def test_factories_validate_their_generators():
     with pytest.raises(TypeError, match="latent_shape"):
         nonlinear_ba(lambda z: z)
@@ -216,13 +228,36 @@ def test_zoo_generator_is_cached_checked_and_retrained(tmp_cache, monkeypatch):
     grads, _ = _subspace_gradients(64, 784, 4)
     monkeypatch.setattr(gen_mod, "zoo_reference_gradients", lambda dataset, references: grads)
     monkeypatch.setitem(gen_mod.RECIPES, "ae", dataclasses.replace(gen_mod.RECIPES["ae"], epochs=1))
+    trained = []
+    real_train = gen_mod.train_generator
+    monkeypatch.setattr(gen_mod, "train_generator", lambda *a, **k: trained.append(1) or real_train(*a, **k))
     first, meta = gen_mod.zoo_generator("ae")
-    assert meta["kind"] == "ae" and "seconds" in meta["training"]
-    stems = list((tmp_cache / "zoo").glob("nlba-ae-*.safetensors"))
-    assert len(stems) == 1
-    z = torch.randn(3, *first.latent_shape)
+    assert meta["kind"] == "ae" and "seconds" in meta["training"] and len(trained) == 1
+    (path,) = (tmp_cache / "zoo").glob("nlba-ae-*.safetensors")
+    original = path.read_bytes()
     again, _ = gen_mod.zoo_generator("ae")
-    torch.testing.assert_close(again.decode(z), first.decode(z), rtol=0, atol=0)
-    stems[0].write_bytes(stems[0].read_bytes()[:-8] + b"corrupt!")  # damage: detected, deleted, retrained
+    assert len(trained) == 1  # a cache hit
+    for (k, a), b in zip(first.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    path.write_bytes(original[:-8] + b"corrupt!")  # damage: detected, deleted, retrained to the same bytes
     third, _ = gen_mod.zoo_generator("ae")
-    torch.testing.assert_close(third.decode(z), first.decode(z), rtol=0, atol=0)
+    assert len(trained) == 2
+    assert path.read_bytes() == original
+    for (k, a), b in zip(first.state_dict().items(), third.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_zoo_pgan_round_trip_keeps_every_scale(tmp_cache, monkeypatch):
+    grads, _ = _subspace_gradients(64, 784, 4)
+    monkeypatch.setattr(gen_mod, "zoo_reference_gradients", lambda dataset, references: grads)
+    tiny = dataclasses.replace(gen_mod.RECIPES["pgan"], epochs=1, batch_size=32)
+    monkeypatch.setitem(gen_mod.RECIPES, "pgan", tiny)
+    trained, _ = gen_mod.zoo_generator("pgan")
+    loaded, _ = gen_mod.zoo_generator("pgan")
+    z = torch.randn(4, *trained.latent_shape)
+    with torch.no_grad():
+        for size in (7, 14, 28):
+            torch.testing.assert_close(loaded.at_scale(z, size), trained.at_scale(z, size), rtol=0, atol=0)
+        torch.testing.assert_close(loaded(z), trained(z), rtol=0, atol=0)
+        doubled = loaded.double()  # the per-scale copies follow .to() / .double()
+        assert doubled.at_scale(z.double(), 7).dtype == torch.float64

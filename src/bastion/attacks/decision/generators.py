@@ -14,10 +14,12 @@ boundary.md, "Probe samplers"):
   the output is L2-normalised and the loss is the MSE to the unit gradient. Adam 1e-3, batch 32. The
   official net uses 4 pools and 48 channels at 224 px (latent 48x14x14); at 28 px we use 2 pools to a
   4x7x7 latent (196 values, spec "Offline reproduction") and 24/32 channels.
-- VAE: the same trunk with mean and log-variance heads, loss = recon + 1e-11 KL (the official lambda),
+- VAE: the same trunk with mean and log-variance heads; the sampled latent is unit-normalised before
+  decoding (the official ``VAEGenerator``), loss = recon + 1e-11 KL (the official lambda),
   Adam 1e-4.
 - GAN: DCGAN-style transposed convs ``z (128) -> 7 -> 14 -> 28``, tanh; WGAN critic with weights
-  clipped to +-0.01, RMSprop 5e-5, five critic steps per generator step.
+  clipped to +-0.01, RMSprop 5e-5, five critic steps per generator step. Its data are max-abs
+  normalised (the tanh range) rather than L2-normalised [R]; probes are L2-normalised either way.
 - PGAN 7 -> 14 -> 28: latent 128 -> 4x4, stages (7, 14, 28) with first x7/4 then x2, pixel norm,
   equalised learning rate, leaky ReLU 0.2, tanh; WGAN-GP (lambda 10, drift 1e-3 D(x)^2), Adam 2e-4
   betas (0, 0.99), fade-in over the first half of each stage. A snapshot of the generator is kept when
@@ -117,7 +119,7 @@ class AEGenerator(nn.Module):
         if logvar is None:
             return self.decode(mu), None, None
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
-        return self.decode(z), mu, logvar
+        return self.decode(_unit(z)), mu, logvar  # the official VAE decodes unit-norm latents, as probes do
 
 
 class VAEGenerator(AEGenerator):
@@ -263,7 +265,7 @@ class ProgressiveGenerator(nn.Module):
         if size not in self.sizes:
             raise ValueError(f"size must be one of {self.sizes}, got {size}")
         frozen = self.__dict__.get("_frozen", {}).get(size)
-        return (frozen or self)(z, self.sizes.index(size))
+        return (frozen if frozen is not None else self)(z, self.sizes.index(size))
 
     def set_snapshots(self, snapshots: dict[int, dict[str, torch.Tensor]]) -> None:
         """Keep one frozen copy of the generator per scale from ``{size: state_dict}``."""
@@ -273,12 +275,22 @@ class ProgressiveGenerator(nn.Module):
         for size, state in snapshots.items():
             if size not in self.sizes:
                 raise ValueError(f"snapshot size must be one of {self.sizes}, got {size}")
-            twin = copy.deepcopy(self)
-            twin.__dict__.pop("_frozen", None)
+            frozen_now, snaps_now = self.__dict__.pop("_frozen", None), self.__dict__.pop("snapshots", None)
+            twin = copy.deepcopy(self)  # without the other scales' copies
+            if frozen_now is not None:
+                self.__dict__["_frozen"] = frozen_now
+            if snaps_now is not None:
+                self.__dict__["snapshots"] = snaps_now
             twin.load_state_dict(state)
             frozen[size] = twin.eval().requires_grad_(False)
         self.snapshots = {k: dict(v) for k, v in snapshots.items()}
         self.__dict__["_frozen"] = frozen  # plain attribute: not submodules, not in state_dict()
+
+    def _apply(self, fn, recurse: bool = True):  # .to(), .double() ... move the per-scale copies too
+        super()._apply(fn, recurse)
+        for twin in self.__dict__.get("_frozen", {}).values():
+            twin._apply(fn, recurse)
+        return self
 
 
 class _ProgressiveCritic(nn.Module):
@@ -324,7 +336,7 @@ class GeneratorRecipe:
 
 RECIPES = {
     "ae": GeneratorRecipe("ae", epochs=6, batch_size=32, lr=1e-3),
-    "vae": GeneratorRecipe("vae", epochs=6, batch_size=32, lr=1e-4),
+    "vae": GeneratorRecipe("vae", epochs=6, batch_size=32, lr=1e-4, version=2),  # v2: unit-norm latents
     "gan": GeneratorRecipe("gan", epochs=15, batch_size=64, lr=5e-5),
     "pgan": GeneratorRecipe("pgan", epochs=3, batch_size=64, lr=2e-4),  # epochs per stage
 }
@@ -388,7 +400,8 @@ def _train_ae(kind, grads, shape, recipe, gen, quiet):
             out, mu, logvar = model(x)
             loss = F.mse_loss(out, x)
             if mu is not None:
-                loss = loss + kl_weight * (-0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(1).mean())
+                kl = -0.5 * (1 + logvar - mu**2 - logvar.exp()).flatten(1).sum(1).mean()
+                loss = loss + kl_weight * kl
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

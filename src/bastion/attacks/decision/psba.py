@@ -72,6 +72,13 @@ def psba_scale_search(
     ``scales`` defaults to ``generator.sizes``. Each try attacks ``x_val`` (untargeted) with
     ``budget`` queries per image; other keywords (``preset``, ``seed``, ``norm``) go to :class:`HSJA`.
     """
+    from ...core.blackbox import BlackBox
+
+    if isinstance(model, BlackBox):
+        raise TypeError(
+            "psba_scale_search needs the model itself (nn.Module or callable), not a BlackBox: one box's "
+            "per-sample query counts would carry over from scale to scale and starve the later ones"
+        )
     budget = check_int(budget, "budget", minimum=1)
     x_val = check_image_batch(x_val, "x_val")
     y_val = check_labels(y_val, "y_val", n=x_val.shape[0])
