@@ -285,19 +285,39 @@ class BoundaryReproduction:
 
     @staticmethod
     def _figure(curves: dict, out_dir: Path) -> str:
+        """One panel per case (three per row), one legend; line style by family, colour by method."""
+        import math
+
         from ..core.report import new_figure, save_figure
 
         cases = list(curves)
-        fig, axes = new_figure(1, len(cases), figsize=(5 * len(cases), 3.8))
-        axes = np.atleast_1d(axes)
-        for ax, case in zip(axes, cases, strict=True):
+        cols = min(3, len(cases))
+        rows = math.ceil(len(cases) / cols)
+        fig, axes = new_figure(rows, cols, figsize=(4.6 * cols, 3.4 * rows + 0.9))
+        axes = np.atleast_1d(axes).flatten()
+        names = list(dict.fromkeys(name for case in cases for name in curves[case]))
+        palette = [f"C{k}" for k in range(10)] + ["black", "gold", "teal", "navy"]
+        colours = {name: palette[k % len(palette)] for k, name in enumerate(names)}
+
+        def style(name: str) -> str:
+            if name.startswith("NLBA"):
+                return "--"
+            if name.startswith("PSBA"):
+                return "-."
+            return ":" if name in ("Boundary Attack", "Sign-OPT") else "-"
+
+        for ax, case in zip(axes, cases, strict=False):
             for name, (qs, mse) in curves[case].items():
-                ax.plot(qs, mse, label=name)
+                ax.plot(qs, mse, style(name), color=colours[name], label=name, linewidth=1.4)
             ax.set_yscale("log")
             ax.set_xlabel("queries per image")
             ax.set_ylabel("median MSE")
             ax.set_title(case, fontsize=9)
-            ax.legend(fontsize=8)
+        for ax in axes[len(cases) :]:
+            ax.set_visible(False)
+        handles = {h.get_label(): h for ax in axes[: len(cases)] for h in ax.get_lines()}
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(6, len(handles)),
+                   fontsize=8)  # fmt: skip
         save_figure(fig, out_dir / "curves.png")
         return "curves.png"
 
