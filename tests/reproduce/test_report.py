@@ -91,4 +91,7 @@ def test_boundary_reproduction_quick_path(tmp_path, monkeypatch):
     (align,) = result.tables["Probe alignment d E[cos^2(probe, true gradient)] (1 = isotropic)"]
     assert 0.7 < align["HSJA"] < 1.3  # isotropic probes: d E[cos^2] = 1
     assert align["QEBA-I"] > 1.5  # a PCA of other models' gradients holds more of the target's gradient
+    (dims,) = result.tables["Probe effective dimension (participation ratio of 200 probes; isotropic ~160)"]
+    assert 140 < dims["HSJA"] < 180  # 200 isotropic unit vectors in 784 dims: about 200 * 784 / 984 = 159
+    assert dims["QEBA-S"] < dims["HSJA"]  # a 196-dim subspace
     assert (tmp_path / "curves.png").is_file()
