@@ -151,7 +151,7 @@ def check_tensor(
     if finite and bounds is not None and x.is_floating_point():
         # fast path (one pass; a hot path of every BlackBox query): NaN fails both comparisons and
         # +-inf fails isfinite, so anything unusual falls through to the checks that explain it
-        lo, hi = (float(v) for v in torch.aminmax(x))
+        lo, hi = (float(v) for v in torch.aminmax(x.detach()))
         if math.isfinite(lo) and math.isfinite(hi) and bounds[0] <= lo and hi <= bounds[1]:
             return x
     if finite and x.is_floating_point():
