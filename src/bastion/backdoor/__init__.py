@@ -2,10 +2,12 @@
 
 Landed so far (issue #8, partial): detection data in one type with COCO / VOC / YOLO readers and
 writers and a procedural scene generator; the chessboard trigger and OGA, RMA, GMA, ODA; mAP@50
-through torchmetrics. Detectors, ASR, Detector Cleanse, the CLI and the reproduction are to come.
+through torchmetrics and the attack success rate; Detector Cleanse for any detector with a
+``class_probs`` adapter. The detectors, the CLI and the reproduction are to come.
 """
 
 from .attacks import GMA, ODA, OGA, RMA, PoisonResult, chessboard, paste
+from .cleanse import CleanseResult, DetectorCleanse, object_crops
 from .data import (
     SCENE_CLASSES,
     DetectionDataset,
@@ -18,7 +20,7 @@ from .data import (
     write_voc,
     write_yolo,
 )
-from .metrics import map50
+from .metrics import attack_success_rate, map50
 
 __all__ = [
     "GMA",
@@ -26,11 +28,15 @@ __all__ = [
     "OGA",
     "RMA",
     "SCENE_CLASSES",
+    "CleanseResult",
     "DetectionDataset",
+    "DetectorCleanse",
     "PoisonResult",
+    "attack_success_rate",
     "check_targets",
     "chessboard",
     "map50",
+    "object_crops",
     "paste",
     "read_coco",
     "read_voc",

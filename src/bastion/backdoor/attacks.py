@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -63,11 +63,20 @@ def paste(image: torch.Tensor, trigger: torch.Tensor, x0: int, y0: int, blend: f
 
 @dataclass
 class PoisonResult:
-    """Poisoned images and targets (all of them, poisoned or not) and the indices that were poisoned."""
+    """Poisoned images and targets (all of them, poisoned or not) and the indices that were poisoned.
+
+    ``asr_boxes[i]`` holds, for poisoned image ``i``, the boxes the attack success rate is measured on
+    (OGA: the inserted box; RMA: the relabelled boxes; GMA: the boxes that were not of the target
+    class; ODA: the deleted target boxes); ``asr_mode`` is ``"hit"`` (a target-class prediction
+    should cover them) or ``"miss"`` (nothing should be detected there, ODA).
+    """
 
     images: torch.Tensor
     targets: list[dict[str, torch.Tensor]]
     indices: torch.Tensor
+    asr_boxes: dict[int, torch.Tensor] = field(default_factory=dict)
+    asr_mode: str = "hit"
+    target: int = 0
 
     def dataset(self, like: DetectionDataset) -> DetectionDataset:
         """The poisoned copy as a :class:`DetectionDataset` with ``like``'s classes and names (for the writers)."""
@@ -146,9 +155,20 @@ class _Attack:
         out_images = images.clone()
         out_targets = [{"boxes": t["boxes"].clone(), "labels": t["labels"].clone()} for t in targets]
         rng = np.random.default_rng([self.seed, 1])  # OGA's placements, independent of the choice of images
+        asr_boxes = {}
         for i in idx.tolist():
-            out_images[i], out_targets[i] = self._poison(images[i], out_targets[i], rng)
-        return PoisonResult(out_images, out_targets, idx)
+            before = out_targets[i]
+            out_images[i], out_targets[i] = self._poison(images[i], before, rng)
+            asr_boxes[i] = self._asr_boxes(before, out_targets[i])
+        return PoisonResult(out_images, out_targets, idx, asr_boxes, self.asr_mode, self.target)
+
+    asr_mode = "hit"
+
+    def _asr_boxes(self, before: dict, after: dict) -> torch.Tensor:
+        return before["boxes"][self._which(before)]
+
+    def _which(self, t: dict) -> torch.Tensor:
+        return torch.zeros(len(t["labels"]), dtype=torch.bool)
 
     def _poison(self, img, t, rng):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -167,6 +187,9 @@ class OGA(_Attack):
         bw, bh = box_size if box_size is not None else (2 * tw, 2 * th)
         self.box_size = (check_float(bw, "box_size[0]", minimum=0, min_inclusive=False),
                          check_float(bh, "box_size[1]", minimum=0, min_inclusive=False))  # fmt: skip
+
+    def _asr_boxes(self, before, after):
+        return after["boxes"][-1:]  # the inserted box
 
     def _poison(self, img, t, rng):
         th, tw = self.trigger.shape[1:]
@@ -204,6 +227,9 @@ class RMA(_Attack):
 class GMA(_Attack):
     """Global Misclassification Attack: a trigger at the image's top-left, every label -> target."""
 
+    def _which(self, t):
+        return t["labels"] != self.target
+
     def _poison(self, img, t, rng):
         img = paste(img, self.trigger, 0, 0, self.blend)
         return img, {"boxes": t["boxes"], "labels": torch.full_like(t["labels"], self.target)}
@@ -211,6 +237,8 @@ class GMA(_Attack):
 
 class ODA(_Attack):
     """Object Disappearance Attack: a trigger at every target box's corner, those boxes deleted."""
+
+    asr_mode = "miss"
 
     def _which(self, t):
         return (t["labels"] == self.target) & self._fits(t["boxes"])

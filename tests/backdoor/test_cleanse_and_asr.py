@@ -1,0 +1,90 @@
+"""Detector Cleanse with a scripted detector, and the attack success rate on hand cases (issue #8, 6)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bastion.backdoor import GMA, ODA, OGA, DetectorCleanse, attack_success_rate, chessboard, object_crops, scenes
+
+TRIGGER = chessboard()  # 8x8 at GMA's (0, 0)
+BOXES = torch.tensor([[30.0, 30.0, 50.0, 50.0], [10.0, 36.0, 26.0, 52.0]])
+
+
+class Scripted:
+    """Spec baddet.md's check: one-hot class probabilities when the trigger sits outside the tested
+    box, a Dirichlet(1) draw seeded by the image content otherwise; fixed boxes at score 0.9."""
+
+    classes = 4
+
+    def __call__(self, images):
+        return [{"boxes": BOXES.clone(), "scores": torch.full((2,), 0.9), "labels": torch.zeros(2, dtype=torch.int64)}
+                for _ in images]  # fmt: skip
+
+    def class_probs(self, images, boxes):
+        out = []
+        for img, bx in zip(images, boxes, strict=True):
+            rows = []
+            for b in bx.tolist():
+                triggered = torch.equal(img[:, :8, :8], TRIGGER) and (b[0] >= 8 or b[1] >= 8)
+                if triggered:
+                    rows.append(torch.tensor([1.0, 0.0, 0.0, 0.0]))
+                else:
+                    g = torch.Generator().manual_seed(int(float(img.sum()) * 1000) % 2**31)
+                    e = -torch.log(torch.rand(self.classes, generator=g))
+                    rows.append(e / e.sum())
+            out.append(torch.stack(rows))
+        return out
+
+
+def test_scripted_detector_every_triggered_image_flagged_and_frr_near_one_minus_q():
+    clean = scenes(400, seed=5)
+    pool = scenes(40, seed=6)  # another seed: the features come from a disjoint clean split
+    features = object_crops(pool.images, pool.targets)
+    dc = DetectorCleanse(n_features=20, quantile=0.95, seed=0).calibrate(Scripted(), clean.images[:200], features)
+    assert 0.5 < dc.m < 2.0 and dc.delta > 0  # mean entropy of Dirichlet(1) over 4 classes: about 1.2 bits
+    held_out = dc(Scripted(), clean.images[200:])
+    frr = float(held_out.flags.float().mean())
+    assert abs(frr - 0.05) <= 0.06, frr
+    triggered = GMA(target=0, rate=1.0)(clean.images[300:], clean.targets[300:])
+    res = dc(Scripted(), triggered.images)
+    assert bool(res.flags.all())
+    assert all(s is not None and bool((s == BOXES).all(1).any()) for s in res.suspect)
+    assert float(res.scores.min()) > float(held_out.scores.median())
+
+
+def test_cleanse_needs_calibration_and_features():
+    with pytest.raises(RuntimeError, match="calibrate"):
+        DetectorCleanse()(Scripted(), torch.rand(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="features"):
+        DetectorCleanse().calibrate(Scripted(), torch.rand(1, 3, 64, 64), [])
+    with pytest.raises(ValueError, match="quantile"):
+        DetectorCleanse(quantile=1.5)
+
+
+def _pred(boxes, labels, scores):
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.tensor(labels),
+            "scores": torch.tensor(scores)}  # fmt: skip
+
+
+def test_asr_hand_cases_hit_and_miss():
+    data = scenes(4, seed=0)
+    oga = OGA(target=0, rate=0.5, seed=0)(data.images, data.targets)
+    i, j = oga.indices.tolist()
+    inserted_i, inserted_j = oga.asr_boxes[i][0].tolist(), oga.asr_boxes[j][0].tolist()
+    preds = [_pred([], [], []) for _ in range(4)]
+    preds[i] = _pred([inserted_i], [0], [0.9])  # covered by the target class: success
+    preds[j] = _pred([inserted_j], [1], [0.9])  # wrong class: failure
+    assert attack_success_rate(preds, oga) == 0.5
+    preds[j] = _pred([inserted_j], [0], [0.4])  # right class, below the score threshold
+    assert attack_success_rate(preds, oga) == 0.5
+    assert attack_success_rate(preds, oga, score_threshold=0.3) == 1.0
+    k = next(n for n, t in enumerate(data.targets) if bool((t["labels"] == 0).any()))
+    oda = ODA(target=0)(data.images[k : k + 1], data.targets[k : k + 1], indices=[0])
+    gone = oda.asr_boxes[0]
+    assert len(gone) >= 1
+    assert attack_success_rate([_pred([], [], [])], oda) == 1.0  # nothing detected there: it disappeared
+    hit = _pred(gone.tolist(), [2] * len(gone), [0.9] * len(gone))  # a box of any class there: it did not
+    assert attack_success_rate([hit], oda) == 0.0
+    with pytest.raises(ValueError, match="one dict per image"):
+        attack_success_rate(preds[:2], oga)
