@@ -3,7 +3,8 @@
 Landed so far (issue #8, partial): detection data in one type with COCO / VOC / YOLO readers and
 writers and a procedural scene generator; the chessboard trigger and OGA, RMA, GMA, ODA; mAP@50
 through torchmetrics and the attack success rate; Detector Cleanse for any detector with a
-``class_probs`` adapter. The detectors, the CLI and the reproduction are to come.
+``class_probs`` adapter; the tiny one-stage centre-heatmap detector and its training loop. The
+Faster R-CNN adapter, the CLI and the reproduction are to come.
 """
 
 from .attacks import GMA, ODA, OGA, RMA, PoisonResult, chessboard, paste
@@ -20,6 +21,7 @@ from .data import (
     write_voc,
     write_yolo,
 )
+from .detectors import CenterNetTiny, train_detector
 from .metrics import attack_success_rate, map50
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "OGA",
     "RMA",
     "SCENE_CLASSES",
+    "CenterNetTiny",
     "CleanseResult",
     "DetectionDataset",
     "DetectorCleanse",
@@ -42,6 +45,7 @@ __all__ = [
     "read_voc",
     "read_yolo",
     "scenes",
+    "train_detector",
     "write_coco",
     "write_voc",
     "write_yolo",
