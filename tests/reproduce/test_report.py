@@ -95,3 +95,21 @@ def test_boundary_reproduction_quick_path(tmp_path, monkeypatch):
     assert 140 < dims["HSJA"] < 180  # 200 isotropic unit vectors in 784 dims: about 200 * 784 / 984 = 159
     assert dims["QEBA-S"] < dims["HSJA"]  # a 196-dim subspace
     assert (tmp_path / "curves.png").is_file()
+
+
+def test_baddet_reproduction_quick_path(tmp_path):
+    """The BadDet reproduction's code path on 120 training and 30 test scenes, 15 steps (the real quick
+    run trains 2,000 scenes for 300 steps)."""
+    from bastion.reproduce import baddet
+
+    result = baddet.BadDetReproduction(n_train=120, n_test=30, steps=15).run(tmp_path, quick=True, seed=0, quiet=True)
+    rows = result.tables["Backdoored models"]
+    assert [r["model"] for r in rows] == ["clean", "OGA", "GMA"]
+    assert rows[1]["poisoned images"] == 12  # floor(0.1 * 120)
+    assert all(0 <= r["benign mAP@50"] <= 1 for r in rows)
+    assert all(0 <= r["ASR s>0.5"] <= 1 and 0 <= r["clean model s>0.5"] <= 1 for r in rows[1:])
+    dc = result.tables["Detector Cleanse"]
+    assert [r["attack"] for r in dc] == ["OGA", "GMA"]  # 15 steps find no confident box: NaN rows that say so
+    assert all((0 <= r["AUROC"] <= 1) or "no box" in r.get("note", "") for r in dc)
+    assert {c.claim.split(":")[0] for c in result.claims} >= {"OGA", "GMA"}
+    assert (tmp_path / "examples.png").read_bytes()[:4] == b"\x89PNG"

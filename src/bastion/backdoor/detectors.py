@@ -1,7 +1,10 @@
 """A tiny one-stage centre-heatmap detector (CenterNet-style) and its training loop.
 
 Spec baddet.md, "Measured here": stride 4, about 0.3 M parameters, 6-9 ms per 64-px training image
-on one CPU thread. Heads on the stride-4 feature map: a class heatmap (sigmoid, the penalty-reduced
+on one CPU thread. A global-context branch (max-pooled features through two 1x1 convolutions, added
+to every cell) lets a pattern anywhere in the image reach every cell: without it GMA's corner trigger
+was out of the receptive field of most objects (ASR 0.013 after 300 steps). Heads on the stride-4
+feature map: a class heatmap (sigmoid, the penalty-reduced
 focal loss of CenterNet, Zhou et al. 2019, with Gaussian targets of radius from the box size), the
 box size in pixels and the sub-cell offset of the centre (L1 at centre cells). Decoding keeps the
 3x3 local maxima of the heatmap (top ``max_detections``), score = peak value, box = centre +- size/2.
@@ -46,12 +49,16 @@ class CenterNetTiny(nn.Module):
             _block(2 * w, 2 * w, 1), _block(2 * w, 2 * w, 1),
             nn.Conv2d(2 * w, 2 * w, 3, 1, 2, dilation=2), nn.ReLU(inplace=True),
         )  # fmt: skip
+        # global context: a pattern anywhere in the image (GMA's corner trigger) must reach every cell,
+        # beyond the convolutions' receptive field; max-pooled features, added back everywhere
+        self.context = nn.Sequential(nn.Conv2d(2 * w, 2 * w, 1), nn.ReLU(inplace=True), nn.Conv2d(2 * w, 2 * w, 1))
         self.heat = nn.Sequential(nn.Conv2d(2 * w, w, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv2d(w, num_classes, 1))
         self.box = nn.Sequential(nn.Conv2d(2 * w, w, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv2d(w, 4, 1))
         nn.init.constant_(self.heat[-1].bias, -2.19)  # prior 0.1, as CenterNet
 
     def heads(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.body(images)
+        f = f + self.context(F.adaptive_max_pool2d(f, 1))
         return self.heat(f), self.box(f)  # logits (N, C, h, w); (size w, size h, offset x, offset y)
 
     def forward(self, images: torch.Tensor | Sequence[torch.Tensor]) -> list[dict[str, torch.Tensor]]:

@@ -3,6 +3,7 @@
 Importing this package registers every reproduction in :data:`bastion.core.REPRODUCTIONS`.
 """
 
+from . import baddet as _baddet  # noqa: F401  (registers "baddet")
 from . import boundary as _boundary  # noqa: F401  (registers "boundary")
 from . import sgld as _sgld  # noqa: F401  (registers "sgld")
 from . import zoo as _zoo  # noqa: F401  (registers "zoo")
