@@ -213,7 +213,7 @@ class BadDetReproduction:
         axes = np.atleast_1d(axes)
         for ax, name in zip(axes, names, strict=True):
             trig = triggered[name]
-            i = int(trig.indices[0])
+            i = max(trig.asr_boxes, key=lambda k: len(trig.asr_boxes[k]))  # the image with most attacked boxes
             (pred,) = _predict(models[name], trig.images[i : i + 1])
             ax.imshow(trig.images[i].permute(1, 2, 0).numpy())
             for b, lab, s in zip(pred["boxes"].tolist(), pred["labels"].tolist(), pred["scores"].tolist(), strict=True):
