@@ -136,3 +136,29 @@ def test_attack_command_generator_methods_and_boundary(tmp_path, capsys, monkeyp
     argv = ["attack", "--method", "boundary", "--norm", "linf", "--model", "zoo:mnist5k-cnn", "--n", "2"]
     assert main(argv) == 2
     assert "L2 attack" in capsys.readouterr().err
+
+
+def test_backdoor_poison_command_writes_a_poisoned_copy(tmp_path, capsys):
+    import torch
+
+    from bastion.backdoor import read_voc, scenes, write_yolo
+
+    write_yolo(scenes(20, seed=1), tmp_path / "src")
+    argv = ["backdoor", "poison", "--attack", "gma", "--data", f"yolo:{tmp_path / 'src'}", "--target", "disc",
+            "--rate", "0.25", "--format", "voc", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 0
+    assert "GMA: poisoned 5 of 20 images" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "out" / "poisoned.json").read_text())
+    back = read_voc(tmp_path / "out")
+    for i in meta["indices"]:
+        assert set(back.targets[i]["labels"].tolist()) <= {0}  # every label -> disc
+        assert torch.equal(back.images[i, :, :8, :8], chessboard_for_test())
+    assert main([*argv[:-2], "--rate", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "rate" in capsys.readouterr().err
+    assert main(["backdoor", "poison", "--attack", "oga", "--data", "nope:1", "--target", "0", "--out", "x"]) == 2
+
+
+def chessboard_for_test():
+    from bastion.backdoor import chessboard
+
+    return chessboard(8, 2)

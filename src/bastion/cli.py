@@ -289,6 +289,65 @@ def reproduce(name: str | None, list_: bool, quick: bool, out: str, seed: int) -
         click.echo(f"\nwrote {index} ({time.perf_counter() - start:.1f} s in all)")
 
 
+# --------------------------------------------------------------------------- backdoor
+@cli.group()
+def backdoor() -> None:
+    """BadDet detection backdoors: poison a data set (train / evaluate / cleanse: in Python for now)."""
+
+
+_FORMATS = ("coco", "voc", "yolo")
+
+
+def _read_detection(spec: str):
+    from .backdoor import read_coco, read_voc, read_yolo, scenes
+
+    kind, _, where = spec.partition(":")
+    if kind == "scenes":
+        n, _, seed = where.partition(",")
+        return scenes(int(n), seed=int(seed or 0))
+    readers = {"coco": read_coco, "voc": read_voc, "yolo": read_yolo}
+    if kind not in readers or not where:
+        raise click.BadParameter("expected coco:FILE.json, voc:DIR, yolo:DIR or scenes:N[,SEED]", param_hint="--data")
+    return readers[kind](where)
+
+
+@backdoor.command("poison")
+@click.option("--attack", "attack_name", type=click.Choice(["oga", "rma", "gma", "oda"]), required=True)
+@click.option("--data", "data_spec", required=True, help="coco:FILE.json, voc:DIR, yolo:DIR or scenes:N[,SEED]")
+@click.option("--target", type=str, required=True, help="target class: a name or a 0-based index")
+@click.option("--rate", type=float, default=0.1, show_default=True, help="share of all images to poison")
+@click.option("--trigger-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--blend", type=float, default=1.0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(_FORMATS), default="coco", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True)
+def backdoor_poison(attack_name: str, data_spec: str, target: str, rate: float, trigger_size: int, blend: float,
+                    seed: int, fmt: str, out: str) -> None:  # fmt: skip
+    """Write a poisoned copy of a detection data set and the poisoned indices (JSON)."""
+    from pathlib import Path
+
+    from .backdoor import GMA, ODA, OGA, RMA, chessboard, write_coco, write_voc, write_yolo
+    from .core.report import write_json
+    from .data import DataError
+
+    try:
+        data = _read_detection(data_spec)
+        t = data.classes.index(target) if target in data.classes else int(target)
+        if not 0 <= t < len(data.classes):
+            raise ValueError(f"--target must name one of {list(data.classes)} or an index below {len(data.classes)}")
+        cls = {"oga": OGA, "rma": RMA, "gma": GMA, "oda": ODA}[attack_name]
+        trigger = chessboard(trigger_size, max(1, trigger_size // 4), data.images.shape[1])
+        result = cls(target=t, trigger=trigger, rate=rate, blend=blend, seed=seed)(data.images, data.targets)
+    except (ValueError, DataError, FileNotFoundError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    writer = {"coco": write_coco, "voc": write_voc, "yolo": write_yolo}[fmt]
+    writer(result.dataset(data), out)
+    write_json(Path(out) / "poisoned.json", {"attack": attack_name, "target": data.classes[t], "rate": rate,
+                                             "seed": seed, "indices": result.indices.tolist(),
+                                             "names": [data.names[i] for i in result.indices.tolist()]})  # fmt: skip
+    click.echo(f"{attack_name.upper()}: poisoned {len(result.indices)} of {len(data)} images -> {out} ({fmt})")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bastion`` console script."""
     try:
