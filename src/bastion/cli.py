@@ -298,7 +298,7 @@ def backdoor() -> None:
 _FORMATS = ("coco", "voc", "yolo")
 
 
-def _read_detection(spec: str):
+def _read_detection(spec: str, size: int | None = None):
     from .backdoor import read_coco, read_voc, read_yolo, scenes
 
     kind, _, where = spec.partition(":")
@@ -308,7 +308,7 @@ def _read_detection(spec: str):
     readers = {"coco": read_coco, "voc": read_voc, "yolo": read_yolo}
     if kind not in readers or not where:
         raise click.BadParameter("expected coco:FILE.json, voc:DIR, yolo:DIR or scenes:N[,SEED]", param_hint="--data")
-    return readers[kind](where)
+    return readers[kind](where, size=size)
 
 
 @backdoor.command("poison")
@@ -316,13 +316,14 @@ def _read_detection(spec: str):
 @click.option("--data", "data_spec", required=True, help="coco:FILE.json, voc:DIR, yolo:DIR or scenes:N[,SEED]")
 @click.option("--target", type=str, required=True, help="target class: a name or a 0-based index")
 @click.option("--rate", type=float, default=0.1, show_default=True, help="share of all images to poison")
+@click.option("--size", type=click.IntRange(min=1), default=None, help="resize images to SIZE x SIZE (boxes follow)")
 @click.option("--trigger-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--blend", type=float, default=1.0, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(_FORMATS), default="coco", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), required=True)
-def backdoor_poison(attack_name: str, data_spec: str, target: str, rate: float, trigger_size: int, blend: float,
-                    seed: int, fmt: str, out: str) -> None:  # fmt: skip
+def backdoor_poison(attack_name: str, data_spec: str, target: str, rate: float, size: int | None, trigger_size: int,
+                    blend: float, seed: int, fmt: str, out: str) -> None:  # fmt: skip
     """Write a poisoned copy of a detection data set and the poisoned indices (JSON)."""
     from pathlib import Path
 
@@ -331,7 +332,7 @@ def backdoor_poison(attack_name: str, data_spec: str, target: str, rate: float, 
     from .data import DataError
 
     try:
-        data = _read_detection(data_spec)
+        data = _read_detection(data_spec, size)
         t = data.classes.index(target) if target in data.classes else int(target)
         if not 0 <= t < len(data.classes):
             raise ValueError(f"--target must name one of {list(data.classes)} or an index below {len(data.classes)}")

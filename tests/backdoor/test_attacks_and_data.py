@@ -241,3 +241,16 @@ def test_gma_oda_rma_equal_arts_poisoners_pixel_for_pixel():
         assert np.array_equal(np.asarray(x_art), mine.images.permute(0, 2, 3, 1).numpy()), ours_cls.__name__
         for a, b in zip(mine.targets, y_art, strict=True):
             assert np.array_equal(a["boxes"].numpy(), b["boxes"]) and np.array_equal(a["labels"].numpy(), b["labels"])
+
+
+def test_readers_resize_mixed_sizes_only_when_asked(tmp_path):
+    big = scenes(1, size=64, seed=0)
+    small = scenes(1, size=32, seed=1)
+    write_yolo(big, tmp_path)
+    write_yolo(DetectionDataset(small.images, small.targets, small.classes, names=["small"]), tmp_path)
+    with pytest.raises(DataError, match=r"differ in size .*; pass size="):
+        read_yolo(tmp_path)
+    both = read_yolo(tmp_path, size=64)
+    assert both.images.shape == (2, 3, 64, 64) and both.names == ["000000", "small"]
+    torch.testing.assert_close(both.targets[1]["boxes"], small.targets[0]["boxes"] * 2)
+    torch.testing.assert_close(both.targets[0]["boxes"], big.targets[0]["boxes"])

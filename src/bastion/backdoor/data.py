@@ -122,7 +122,7 @@ def _save_png(img: torch.Tensor, path: Path) -> None:
     Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(path)
 
 
-def _load_png(path: Path) -> torch.Tensor:
+def _load_png(path: Path) -> torch.Tensor:  # any format PIL reads; PNG is what the writers use
     from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
@@ -136,12 +136,20 @@ def _load_png(path: Path) -> torch.Tensor:
     return t[None] if t.dim() == 2 else t.permute(2, 0, 1)
 
 
-def _stack(images: list[torch.Tensor], where: Path) -> torch.Tensor:
+def _stack(images: list[torch.Tensor], targets: list[dict], where: Path, size) -> torch.Tensor:
+    """Stack the images; with ``size`` (an int or ``(height, width)``) resize each and scale its boxes."""
     if not images:
         raise DataError(f"{where} holds no images")
+    if size is not None:
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        for k, img in enumerate(images):
+            sy, sx = h / img.shape[-2], w / img.shape[-1]
+            images[k] = F.interpolate(img[None], size=(h, w), mode="bilinear", antialias=True,
+                                      align_corners=False)[0].clamp(0, 1)  # fmt: skip
+            targets[k]["boxes"] = targets[k]["boxes"] * torch.tensor([sx, sy, sx, sy])
     shapes = {tuple(i.shape) for i in images}
     if len(shapes) != 1:
-        raise DataError(f"images under {where} differ in size {sorted(shapes)[:3]}; resize them first")
+        raise DataError(f"images under {where} differ in size {sorted(shapes)[:3]}; pass size= to resize them")
     return torch.stack(images)
 
 
@@ -165,8 +173,12 @@ def write_coco(data: DetectionDataset, folder: str | Path) -> Path:
     return path
 
 
-def read_coco(path: str | Path, image_dir: str | Path | None = None) -> DetectionDataset:
-    """Read a COCO detection JSON; images from ``image_dir`` (default: ``images/`` beside the JSON)."""
+def read_coco(path: str | Path, image_dir: str | Path | None = None, *, size=None) -> DetectionDataset:
+    """Read a COCO detection JSON; images from ``image_dir`` (default: ``images/`` beside the JSON).
+
+    ``size`` (an int or ``(height, width)``) resizes every image and scales its boxes; without it,
+    images of different sizes are an error.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"COCO annotations {path} are missing")
@@ -192,7 +204,7 @@ def read_coco(path: str | Path, image_dir: str | Path | None = None) -> Detectio
         targets.append({"boxes": torch.tensor(boxes, dtype=torch.float64).float().reshape(-1, 4),
                         "labels": torch.tensor(labels, dtype=torch.int64)})  # fmt: skip
     names = [Path(e["file_name"]).stem for e in entries]
-    return DetectionDataset(_stack(images, image_dir), targets, tuple(c["name"] for c in cats), names)
+    return DetectionDataset(_stack(images, targets, image_dir, size), targets, tuple(c["name"] for c in cats), names)
 
 
 # ---------------------------------------------------------------------------------------------- VOC
@@ -218,10 +230,11 @@ def write_voc(data: DetectionDataset, folder: str | Path) -> Path:
     return folder
 
 
-def read_voc(folder: str | Path, classes: Sequence[str] | None = None) -> DetectionDataset:
+def read_voc(folder: str | Path, classes: Sequence[str] | None = None, *, size=None) -> DetectionDataset:
     """Read Pascal VOC XML (``Annotations/*.xml``, images in ``JPEGImages/``) with ``defusedxml``.
 
     ``classes`` fixes the label order; by default ``folder/classes.txt`` or the sorted names found.
+    ``size`` resizes as in :func:`read_coco`.
     """
     import defusedxml.ElementTree as ET
     from defusedxml import DefusedXmlException
@@ -257,7 +270,7 @@ def read_voc(folder: str | Path, classes: Sequence[str] | None = None) -> Detect
         images.append(_load_png(folder / "JPEGImages" / fname))
         targets.append({"boxes": torch.tensor([b for _, b in objs], dtype=torch.float64).float().reshape(-1, 4),
                         "labels": torch.tensor([index[n] for n, _ in objs], dtype=torch.int64)})  # fmt: skip
-    return DetectionDataset(_stack(images, folder), targets, tuple(classes), [p[0] for p in parsed])
+    return DetectionDataset(_stack(images, targets, folder, size), targets, tuple(classes), [p[0] for p in parsed])
 
 
 # ---------------------------------------------------------------------------------------------- YOLO
@@ -278,8 +291,11 @@ def write_yolo(data: DetectionDataset, folder: str | Path) -> Path:
     return folder
 
 
-def read_yolo(folder: str | Path, classes: Sequence[str] | None = None) -> DetectionDataset:
-    """Read YOLO txt labels (``labels/NAME.txt`` beside ``images/NAME.png``); classes from ``classes.txt``."""
+def read_yolo(folder: str | Path, classes: Sequence[str] | None = None, *, size=None) -> DetectionDataset:
+    """Read YOLO txt labels (``labels/NAME.txt`` beside ``images/NAME.png``); classes from ``classes.txt``.
+
+    ``size`` resizes as in :func:`read_coco`.
+    """
     folder = Path(folder)
     files = sorted((folder / "labels").glob("*.txt"))
     if not files:
@@ -291,7 +307,8 @@ def read_yolo(folder: str | Path, classes: Sequence[str] | None = None) -> Detec
         classes = [c for c in listed.read_text().split("\n") if c]
     images, targets = [], []
     for f in files:
-        img = _load_png(folder / "images" / f"{f.stem}.png")
+        found = [folder / "images" / f"{f.stem}{ext}" for ext in (".png", ".jpg", ".jpeg", ".bmp")]
+        img = _load_png(next((p for p in found if p.is_file()), found[0]))
         h, w = (float(s) for s in img.shape[-2:])
         boxes, labels = [], []
         for n, line in enumerate(f.read_text().splitlines(), 1):
@@ -309,7 +326,7 @@ def read_yolo(folder: str | Path, classes: Sequence[str] | None = None) -> Detec
         images.append(img)
         targets.append({"boxes": torch.tensor(boxes, dtype=torch.float64).float().reshape(-1, 4),
                         "labels": torch.tensor(labels, dtype=torch.int64)})  # fmt: skip
-    return DetectionDataset(_stack(images, folder), targets, tuple(classes), [f.stem for f in files])
+    return DetectionDataset(_stack(images, targets, folder, size), targets, tuple(classes), [f.stem for f in files])
 
 
 # ---------------------------------------------------------------------------------------------- scenes
