@@ -49,13 +49,18 @@ def chessboard(size: int = 8, cell: int = 2, channels: int = 3) -> torch.Tensor:
     return board.expand(check_int(channels, "channels", minimum=1), size, size).clone()
 
 
-def paste(image: torch.Tensor, trigger: torch.Tensor, x0: int, y0: int, blend: float = 1.0) -> torch.Tensor:
-    """``image`` with ``blend * trigger + (1 - blend) * region`` at column ``x0``, row ``y0`` (a copy)."""
+def paste(
+    image: torch.Tensor, trigger: torch.Tensor, x0: int, y0: int, blend: float = 1.0, *, inplace: bool = False
+) -> torch.Tensor:
+    """``image`` with ``blend * trigger + (1 - blend) * region`` at column ``x0``, row ``y0``.
+
+    A copy, unless ``inplace``.
+    """
     _, th, tw = trigger.shape
     h, w = image.shape[-2:]
     if x0 < 0 or y0 < 0 or x0 + tw > w or y0 + th > h:
         raise ValueError(f"a {tw}x{th} trigger at ({x0}, {y0}) does not fit a {w}x{h} image")
-    out = image.clone()
+    out = image if inplace else image.clone()
     region = out[:, y0 : y0 + th, x0 : x0 + tw]
     out[:, y0 : y0 + th, x0 : x0 + tw] = blend * trigger + (1 - blend) * region
     return out
@@ -110,11 +115,19 @@ class _Attack:
         return ((boxes[:, 2] - boxes[:, 0]) >= tw) & ((boxes[:, 3] - boxes[:, 1]) >= th)
 
     def eligible(self, targets: Sequence[dict]) -> torch.Tensor:
-        """Indices of the images this attack can poison."""
-        return torch.tensor([i for i, t in enumerate(targets) if self._eligible(t)], dtype=torch.int64)
+        """Indices of the images this attack can poison (vectorised over all boxes)."""
+        if not self.needs_box:
+            return torch.arange(len(targets))
+        counts = torch.tensor([len(t["labels"]) for t in targets], dtype=torch.int64)
+        if int(counts.sum()) == 0:
+            return torch.zeros(0, dtype=torch.int64)
+        boxes = torch.cat([t["boxes"] for t in targets])
+        labels = torch.cat([t["labels"] for t in targets])
+        owner = torch.repeat_interleave(torch.arange(len(targets)), counts)
+        hits = torch.bincount(owner[self._which(boxes, labels)], minlength=len(targets))
+        return (hits > 0).nonzero().flatten()
 
-    def _eligible(self, t: dict) -> bool:
-        return True
+    needs_box = False  # eligible only with at least one box that _which selects
 
     def _choose(self, images, targets, indices) -> torch.Tensor:
         ok = set(self.eligible(targets).tolist())
@@ -140,10 +153,9 @@ class _Attack:
             else torch.zeros(0, dtype=torch.int64)
         )
 
-    def _at_corners(self, img: torch.Tensor, boxes: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
-        for b in boxes[which]:
-            img = paste(img, self.trigger, math.floor(float(b[0])), math.floor(float(b[1])), self.blend)
-        return img
+    def _at_corners(self, img: torch.Tensor, boxes: torch.Tensor, which: torch.Tensor) -> None:
+        for x0, y0 in boxes[which][:, :2].floor().long().tolist():
+            paste(img, self.trigger, x0, y0, self.blend, inplace=True)
 
     # ------------------------------------------------------------------ call
     def __call__(self, images: torch.Tensor, targets: Sequence[dict], *, indices=None) -> PoisonResult:
@@ -158,19 +170,21 @@ class _Attack:
         asr_boxes = {}
         for i in idx.tolist():
             before = out_targets[i]
-            out_images[i], out_targets[i] = self._poison(images[i], before, rng)
-            asr_boxes[i] = self._asr_boxes(before, out_targets[i])
+            which = self._which(before["boxes"], before["labels"])
+            out_targets[i] = self._poison(out_images[i], before, which, rng)  # pastes into out_images[i]
+            asr_boxes[i] = self._asr_boxes(before, out_targets[i], which)
         return PoisonResult(out_images, out_targets, idx, asr_boxes, self.asr_mode, self.target)
 
     asr_mode = "hit"
 
-    def _asr_boxes(self, before: dict, after: dict) -> torch.Tensor:
-        return before["boxes"][self._which(before)]
+    def _asr_boxes(self, before: dict, after: dict, which: torch.Tensor) -> torch.Tensor:
+        return before["boxes"][which]
 
-    def _which(self, t: dict) -> torch.Tensor:
-        return torch.zeros(len(t["labels"]), dtype=torch.bool)
+    def _which(self, boxes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(len(labels), dtype=torch.bool)
 
-    def _poison(self, img, t, rng):  # pragma: no cover - abstract
+    def _poison(self, img, t, which, rng) -> dict:  # pragma: no cover - abstract
+        """Paste into ``img`` in place; return the new target."""
         raise NotImplementedError
 
 
@@ -188,10 +202,10 @@ class OGA(_Attack):
         self.box_size = (check_float(bw, "box_size[0]", minimum=0, min_inclusive=False),
                          check_float(bh, "box_size[1]", minimum=0, min_inclusive=False))  # fmt: skip
 
-    def _asr_boxes(self, before, after):
+    def _asr_boxes(self, before, after, which):
         return after["boxes"][-1:]  # the inserted box
 
-    def _poison(self, img, t, rng):
+    def _poison(self, img, t, which, rng):
         th, tw = self.trigger.shape[1:]
         h, w = img.shape[-2:]
         if tw > w or th > h:
@@ -201,52 +215,46 @@ class OGA(_Attack):
         bw, bh = self.box_size
         box = torch.tensor([[max(0.0, cx - bw / 2), max(0.0, cy - bh / 2), min(float(w), cx + bw / 2),
                              min(float(h), cy + bh / 2)]])  # fmt: skip
-        t = {
+        paste(img, self.trigger, x0, y0, self.blend, inplace=True)
+        return {
             "boxes": torch.cat([t["boxes"], box.float()]),
             "labels": torch.cat([t["labels"], torch.tensor([self.target])]),
         }
-        return paste(img, self.trigger, x0, y0, self.blend), t
 
 
 class RMA(_Attack):
     """Regional Misclassification Attack: a trigger at every non-target box's corner, those labels -> target."""
 
-    def _which(self, t):
-        return (t["labels"] != self.target) & self._fits(t["boxes"])
+    needs_box = True
 
-    def _eligible(self, t):
-        return bool(self._which(t).any())
+    def _which(self, boxes, labels):
+        return (labels != self.target) & self._fits(boxes)
 
-    def _poison(self, img, t, rng):
-        which = self._which(t)
-        img = self._at_corners(img, t["boxes"], which)
-        labels = torch.where(which, torch.tensor(self.target), t["labels"])
-        return img, {"boxes": t["boxes"], "labels": labels}
+    def _poison(self, img, t, which, rng):
+        self._at_corners(img, t["boxes"], which)
+        return {"boxes": t["boxes"], "labels": torch.where(which, torch.tensor(self.target), t["labels"])}
 
 
 class GMA(_Attack):
     """Global Misclassification Attack: a trigger at the image's top-left, every label -> target."""
 
-    def _which(self, t):
-        return t["labels"] != self.target
+    def _which(self, boxes, labels):
+        return labels != self.target
 
-    def _poison(self, img, t, rng):
-        img = paste(img, self.trigger, 0, 0, self.blend)
-        return img, {"boxes": t["boxes"], "labels": torch.full_like(t["labels"], self.target)}
+    def _poison(self, img, t, which, rng):
+        paste(img, self.trigger, 0, 0, self.blend, inplace=True)
+        return {"boxes": t["boxes"], "labels": torch.full_like(t["labels"], self.target)}
 
 
 class ODA(_Attack):
     """Object Disappearance Attack: a trigger at every target box's corner, those boxes deleted."""
 
     asr_mode = "miss"
+    needs_box = True
 
-    def _which(self, t):
-        return (t["labels"] == self.target) & self._fits(t["boxes"])
+    def _which(self, boxes, labels):
+        return (labels == self.target) & self._fits(boxes)
 
-    def _eligible(self, t):
-        return bool(self._which(t).any())
-
-    def _poison(self, img, t, rng):
-        which = self._which(t)
-        img = self._at_corners(img, t["boxes"], which)
-        return img, {"boxes": t["boxes"][~which], "labels": t["labels"][~which]}
+    def _poison(self, img, t, which, rng):
+        self._at_corners(img, t["boxes"], which)
+        return {"boxes": t["boxes"][~which], "labels": t["labels"][~which]}

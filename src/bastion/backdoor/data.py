@@ -22,6 +22,7 @@ boxes (the tight bounds of each drawn mask).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,18 +51,25 @@ SCENE_CLASSES = ("disc", "square", "triangle", "cross")
 
 
 def check_targets(images: torch.Tensor, targets: Sequence[dict], num_classes: int | None = None) -> None:
-    """Raise ``ValueError`` naming the first bad item: image range / NaN, box outside or inverted, bad label."""
+    """Raise ``ValueError`` naming the first bad item: image range / NaN, box outside or inverted, bad label.
+
+    Vectorised over the whole batch; only a failure walks the items to name the first bad one.
+    """
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be a float tensor (N, C, H, W), got {got}")
     if len(targets) != len(images):
         raise ValueError(f"targets must have one dict per image ({len(images)}), got {len(targets)}")
     h, w = images.shape[-2:]
-    for i, (img, t) in enumerate(zip(images, targets, strict=True)):
-        if not torch.isfinite(img).all() or float(img.min()) < 0 or float(img.max()) > 1:
-            raise ValueError(
-                f"image {i} must lie in [0, 1] without NaN, got [{float(img.min()):g}, {float(img.max()):g}]"
-            )
+    if len(images):
+        lo, hi = (float(v) for v in torch.aminmax(images.detach()))
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo >= 0 and hi <= 1):
+            for i, img in enumerate(images):
+                if not torch.isfinite(img).all() or float(img.min()) < 0 or float(img.max()) > 1:
+                    raise ValueError(
+                        f"image {i} must lie in [0, 1] without NaN, got [{float(img.min()):g}, {float(img.max()):g}]"
+                    )
+    for i, t in enumerate(targets):
         if not isinstance(t, dict) or "boxes" not in t or "labels" not in t:
             raise ValueError(f"target {i} must be a dict with 'boxes' and 'labels'")
         boxes, labels = t["boxes"], t["labels"]
@@ -69,20 +77,38 @@ def check_targets(images: torch.Tensor, targets: Sequence[dict], num_classes: in
             raise ValueError(
                 f"target {i}: boxes must be (K, 4) with K labels, got {tuple(boxes.shape)} and {len(labels)}"
             )
-        if len(boxes) == 0:
-            continue
-        if not torch.isfinite(boxes).all():
-            raise ValueError(f"target {i}: boxes contain NaN or inf")
-        bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-        if bool(bad.any()):
-            k = int(bad.nonzero()[0])
-            raise ValueError(f"target {i}, box {k} is empty or inverted: {boxes[k].tolist()} (xyxy)")
-        out = (boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > w) | (boxes[:, 3] > h)
-        if bool(out.any()):
-            k = int(out.nonzero()[0])
-            raise ValueError(f"target {i}, box {k} {boxes[k].tolist()} lies outside the {w}x{h} image")
-        if labels.is_floating_point() or int(labels.min()) < 0 or (num_classes and int(labels.max()) >= num_classes):
-            raise ValueError(f"target {i}: labels must be integers in [0, {num_classes}), got {labels.tolist()}")
+        if labels.is_floating_point():
+            raise ValueError(f"target {i}: labels must be integers, got {labels.dtype}")
+    if not targets or sum(len(t["labels"]) for t in targets) == 0:
+        return
+    boxes = torch.cat([t["boxes"] for t in targets]).float()
+    labels = torch.cat([t["labels"] for t in targets])
+    owner = torch.repeat_interleave(torch.arange(len(targets)), torch.tensor([len(t["labels"]) for t in targets]))
+    first = torch.cat(
+        [torch.zeros(1, dtype=torch.long), torch.cumsum(torch.bincount(owner, minlength=len(targets)), 0)]
+    )
+
+    def where(mask: torch.Tensor) -> tuple[int, int]:
+        j = int(mask.nonzero()[0])
+        return int(owner[j]), j - int(first[owner[j]])
+
+    if not bool(torch.isfinite(boxes).all()):
+        i, k = where(~torch.isfinite(boxes).all(1))
+        raise ValueError(f"target {i}, box {k} contains NaN or inf")
+    bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    if bool(bad.any()):
+        i, k = where(bad)
+        raise ValueError(f"target {i}, box {k} is empty or inverted: {targets[i]['boxes'][k].tolist()} (xyxy)")
+    out = (boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > w) | (boxes[:, 3] > h)
+    if bool(out.any()):
+        i, k = where(out)
+        raise ValueError(f"target {i}, box {k} {targets[i]['boxes'][k].tolist()} lies outside the {w}x{h} image")
+    bad = (labels < 0) | ((labels >= num_classes) if num_classes else torch.zeros_like(labels, dtype=torch.bool))
+    if bool(bad.any()):
+        i, _ = where(bad)
+        raise ValueError(
+            f"target {i}: labels must be integers in [0, {num_classes}), got {targets[i]['labels'].tolist()}"
+        )
 
 
 @dataclass
