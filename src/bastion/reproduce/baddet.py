@@ -76,7 +76,7 @@ class BadDetReproduction:
         names = ["OGA", "GMA"] if quick else ["OGA", "RMA", "GMA", "ODA"]
         n_train, n_test = self.n_train or 2000, self.n_test or (300 if quick else 500)
         n_feat, n_cal, n_eval = (20, 40, 40) if quick else (50, 200, 200)
-        n_cal, n_eval = min(n_cal, n_test // 3), min(n_eval, n_test // 3)
+        n_cal, n_eval = min(n_cal, n_test // 2), min(n_eval, n_test // 2)  # full: 200 + 200 of 500
         train, test = scenes(n_train, seed=seed), scenes(n_test, seed=seed + 1)
         start = time.perf_counter()
         clean = _fit(train.images, train.targets, steps, seed, quiet=quiet)
