@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from bastion.backdoor import map50, scenes
-from bastion.backdoor.detectors import CenterNetTiny, train_detector
+from bastion.backdoor.detectors import CenterNetTiny, FasterRCNNTiny, train_detector
 
 
 def test_decoding_matches_the_closed_form():
@@ -39,3 +40,69 @@ def test_detector_learns_scenes_quickly():
     assert value > 0.45, value  # 60 steps on 96 images (0.59 here): far from converged, far above chance
     for p in preds:
         assert bool((p["boxes"][:, 2] >= p["boxes"][:, 0]).all()) and bool((p["scores"][:-1] >= p["scores"][1:]).all())
+
+
+def test_faster_rcnn_class_probs_equal_torchvision_roi_head_scores():
+    """class_probs at a box = the RoI head's softmax torchvision itself scores that proposal with,
+    checked with the transform resizing 64 px images to 48 (boxes must be scaled by 0.75)."""
+    torch.manual_seed(0)
+    model = FasterRCNNTiny(4, image_size=48).eval()
+    model.model.roi_heads.score_thresh = 0.0
+    model.model.roi_heads.nms_thresh = 1.0
+    images = torch.rand(2, 3, 64, 64)
+    boxes = [torch.tensor([[8.0, 8.0, 40.0, 32.0]]), torch.tensor([[20.0, 4.0, 60.0, 60.0]])]
+    with torch.no_grad():
+        probs = model.class_probs(images, boxes)
+        t, _ = model.model.transform(list(images))
+        assert t.image_sizes[0] == (48, 48)  # resized (and padded to a multiple of 32)
+        feats = {"0": model.model.backbone(t.tensors)}
+        dets, _ = model.model.roi_heads(feats, [b * 0.75 for b in boxes], t.image_sizes)
+    for p, d in zip(probs, dets, strict=True):
+        assert p.shape == (1, 5)
+        torch.testing.assert_close(p.sum(1), torch.ones(1))
+        for label, score in zip(d["labels"].tolist(), d["scores"].tolist(), strict=True):
+            assert abs(float(p[0, label]) - score) < 1e-5  # torchvision's labels count background as 0
+
+
+def test_faster_rcnn_takes_and_returns_zero_based_labels_and_learns():
+    torch.manual_seed(0)
+    data = scenes(64, seed=4)
+    model = FasterRCNNTiny(4)
+    with pytest.raises(RuntimeError, match="loss"):
+        model(data.images[:1])
+    losses = train_detector(model, data.images, data.targets, steps=60, batch_size=8, lr=0.02, optimizer="sgd")
+    assert sum(losses[-8:]) < 0.7 * sum(losses[:8])
+    with torch.no_grad():
+        preds = model(data.images[:16])
+    labels = torch.cat([p["labels"] for p in preds])
+    assert len(labels) and int(labels.min()) >= 0 and int(labels.max()) <= 3
+    with pytest.raises(ValueError, match="optimizer"):
+        train_detector(model, data.images, data.targets, steps=1, optimizer="adam")
+    with pytest.raises(ValueError, match="equal length"):
+        train_detector(model, data.images, data.targets[:3], steps=1)
+
+
+def test_save_and_load_round_trip_both_detectors(tmp_path):
+    from bastion.backdoor.detectors import load_detector, save_detector
+
+    images = torch.rand(2, 3, 64, 64)
+    for model in (CenterNetTiny(3, width=16), FasterRCNNTiny(3, image_size=64, width=32)):
+        torch.manual_seed(1)
+        for p in model.parameters():
+            p.data.normal_(0, 0.05)  # not the initial weights: the load must restore them
+        model.eval()
+        folder = save_detector(model, tmp_path / type(model).__name__, classes=["a", "b", "c"])
+        back, meta = load_detector(folder)
+        assert type(back) is type(model) and meta["classes"] == ["a", "b", "c"]
+        with torch.no_grad():
+            a, b = model.class_probs(images, [torch.tensor([[4.0, 4.0, 30.0, 30.0]])] * 2), back.class_probs(
+                images, [torch.tensor([[4.0, 4.0, 30.0, 30.0]])] * 2)  # fmt: skip
+        for x, y in zip(a, b, strict=True):
+            torch.testing.assert_close(x, y)
+    (tmp_path / "CenterNetTiny" / "model.json").write_text('{"detector": "yolo", "config": {}}')
+    with pytest.raises(ValueError, match="not a bastion detector"):
+        load_detector(tmp_path / "CenterNetTiny")
+    with pytest.raises(FileNotFoundError, match=r"model\.json"):
+        load_detector(tmp_path / "missing")
+    with pytest.raises(TypeError, match="CenterNetTiny or FasterRCNNTiny"):
+        save_detector(torch.nn.Linear(2, 2), tmp_path / "x")
