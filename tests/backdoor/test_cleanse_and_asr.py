@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bastion.backdoor import GMA, ODA, OGA, DetectorCleanse, attack_success_rate, chessboard, object_crops, scenes
+from bastion.backdoor import (
+    GMA,
+    ODA,
+    OGA,
+    DetectorCleanse,
+    attack_success_rate,
+    background_crops,
+    chessboard,
+    object_crops,
+    scenes,
+)
 
 TRIGGER = chessboard()  # 8x8 at GMA's (0, 0)
 BOXES = torch.tensor([[30.0, 30.0, 50.0, 50.0], [10.0, 36.0, 26.0, 52.0]])
@@ -88,3 +98,65 @@ def test_asr_hand_cases_hit_and_miss():
     assert attack_success_rate([hit], oda) == 0.0
     with pytest.raises(ValueError, match="one dict per image"):
         attack_success_rate(preds[:2], oga)
+
+
+def test_overlay_regions_box_and_surround_change_exactly_their_pixels():
+    image = torch.zeros(3, 40, 40)
+    box = [10.0, 12.0, 20.0, 18.0]  # 10 wide, 6 high
+    for region in ("box", "surround"):
+        dc = DetectorCleanse(n_features=2, blend=0.5, region=region)
+        dc.features = [torch.ones(3, 5, 5)]
+        batch = dc._perturbed(image, box, torch.Generator().manual_seed(0))
+        expected = torch.zeros(2, 3, 40, 40)
+        if region == "box":
+            expected[:, :, 12:18, 10:20] = 0.5
+        else:  # grown by half the size on every side (5 and 3 px), the box itself untouched
+            expected[:, :, 9:21, 5:25] = 0.5
+            expected[:, :, 12:18, 10:20] = 0.0
+        torch.testing.assert_close(batch, expected)
+    with pytest.raises(ValueError, match="region"):
+        DetectorCleanse(region="ring")
+    with pytest.raises(ValueError, match="match_iou"):
+        DetectorCleanse(match_iou=0.0)
+
+
+def test_matched_variant_reads_the_redetected_box_and_skips_vanished_ones():
+    clean = scenes(60, seed=5)
+    features = object_crops(clean.images[40:], clean.targets[40:])
+    fixed = DetectorCleanse(n_features=10, seed=1).calibrate(Scripted(), clean.images[:20], features)
+    matched = DetectorCleanse(n_features=10, match_iou=0.5, seed=1).calibrate(Scripted(), clean.images[:20], features)
+    # the scripted detector re-detects the same boxes on every perturbed image: both variants agree
+    assert matched.m == pytest.approx(fixed.m) and matched.delta == pytest.approx(fixed.delta)
+    a, b = fixed(Scripted(), clean.images[20:30]), matched(Scripted(), clean.images[20:30])
+    for ea, eb in zip(a.entropies, b.entropies, strict=True):
+        torch.testing.assert_close(ea, eb)
+
+    class Vanishing(Scripted):  # boxes while a marker pixel inside each box is intact, none once blended over
+        def __call__(self, images):
+            return [p if bool((img[:, [40, 44], [40, 18]] == 0.25).all()) else {**p, "boxes": p["boxes"][:0]}
+                    for img, p in zip(images, super().__call__(images), strict=True)]  # fmt: skip
+
+    flat = torch.full((4, 3, 64, 64), 0.25)
+    res = matched(Vanishing(), flat)  # every draw blends a crop over the boxes: they vanish
+    assert all(bool(e.isnan().all()) for e in res.entropies) and not bool(res.flags.any())
+    with pytest.raises(ValueError, match="no box"):
+        DetectorCleanse(n_features=4, match_iou=0.5).calibrate(Vanishing(), flat, features)
+
+
+def test_background_crops_overlap_no_object():
+    data = scenes(30, seed=2)
+    marked = data.images.clone()
+    for img, t in zip(marked, data.targets, strict=True):
+        for b in t["boxes"].long().tolist():
+            img[:, b[1] : b[3], b[0] : b[2]] = -1.0  # any crop touching an object would carry the mark
+    crops = background_crops(marked, data.targets, size=10, per_image=2, seed=0)
+    assert 20 <= len(crops) <= 60 and all(c.shape == (3, 10, 10) for c in crops)
+    assert all(float(c.min()) >= 0 for c in crops)
+    blank = scenes(1, seed=2)
+    blank_targets = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+    assert len(background_crops(blank.images, blank_targets, size=10, per_image=3)) == 3
+    full = [{"boxes": torch.tensor([[0.0, 0.0, 64.0, 64.0]]), "labels": torch.zeros(1, dtype=torch.int64)}]
+    with pytest.raises(ValueError, match="free of objects"):
+        background_crops(blank.images, full, size=10)
+    with pytest.raises(ValueError, match="size"):
+        background_crops(blank.images, blank_targets, size=100)
