@@ -162,3 +162,45 @@ def chessboard_for_test():
     from bastion.backdoor import chessboard
 
     return chessboard(8, 2)
+
+
+def test_backdoor_train_evaluate_cleanse_round_trip(tmp_path, capsys):
+    import torch
+
+    from bastion.backdoor import map50, scenes
+    from bastion.backdoor.detectors import load_detector
+
+    model_dir, clean_dir = tmp_path / "oga", tmp_path / "clean"
+    assert main(["backdoor", "poison", "--attack", "oga", "--data", "scenes:48,1", "--target", "disc",
+                 "--rate", "0.5", "--format", "coco", "--out", str(tmp_path / "poisoned")]) == 0  # fmt: skip
+    argv = ["backdoor", "train", "--data", f"coco:{tmp_path / 'poisoned' / 'annotations.json'}", "--steps", "3",
+            "--batch", "4", "--out", str(model_dir)]  # fmt: skip
+    assert main(argv) == 0
+    assert main(["backdoor", "train", "--data", "scenes:48,1", "--detector", "faster-rcnn", "--steps", "2",
+                 "--batch", "2", "--out", str(clean_dir)]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "trained onestage on 48 images, 3 steps" in out and "trained faster-rcnn" in out
+    model, meta = load_detector(model_dir)
+    assert meta["classes"] == ["disc", "square", "triangle", "cross"] and meta["steps"] == 3
+    test = scenes(12, seed=9)
+    with torch.no_grad():
+        expected, _ = map50(model(test.images), test.targets)  # the saved model, reloaded, gives the CLI's figure
+    report = tmp_path / "eval.json"
+    assert main(["backdoor", "evaluate", "--model", str(model_dir), "--data", "scenes:12,9", "--attack", "oga",
+                 "--target", "disc", "--clean-model", str(clean_dir), "--out", str(report)]) == 0  # fmt: skip
+    result = json.loads(report.read_text())
+    assert result["benign mAP@50"] == pytest.approx(expected)
+    assert 0 <= result["ASR s>0.5"] <= 1 and 0 <= result["clean model s>0.5"] <= 1
+    assert result["triggered images"] == 12  # OGA: every image is eligible
+    flags = tmp_path / "flags.json"
+    argv = ["backdoor", "cleanse", "--model", str(model_dir), "--calibrate", "scenes:8,3", "--features", "scenes:8,4",
+            "--data", "scenes:5,5", "--n-features", "2", "--score-threshold", "0", "--out", str(flags)]  # fmt: skip
+    assert main(argv) == 0
+    screened = json.loads(flags.read_text())
+    assert len(screened["images"]) == 5 and screened["delta"] >= 0
+    assert "flagged" in capsys.readouterr().out
+    assert main(["backdoor", "evaluate", "--model", str(tmp_path / "none"), "--data", "scenes:4"]) == 2
+    assert "model.json" in capsys.readouterr().err
+    assert main(["backdoor", "evaluate", "--model", str(model_dir), "--data", "scenes:4", "--attack", "gma",
+                 "--target", "7"]) == 2  # fmt: skip
+    assert "--target" in capsys.readouterr().err

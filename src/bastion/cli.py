@@ -292,7 +292,7 @@ def reproduce(name: str | None, list_: bool, quick: bool, out: str, seed: int) -
 # --------------------------------------------------------------------------- backdoor
 @cli.group()
 def backdoor() -> None:
-    """BadDet detection backdoors: poison a data set (train / evaluate / cleanse: in Python for now)."""
+    """BadDet detection backdoors: poison a data set, train and evaluate a detector, run Detector Cleanse."""
 
 
 _FORMATS = ("coco", "voc", "yolo")
@@ -309,6 +309,14 @@ def _read_detection(spec: str, size: int | None = None):
     if kind not in readers or not where:
         raise click.BadParameter("expected coco:FILE.json, voc:DIR, yolo:DIR or scenes:N[,SEED]", param_hint="--data")
     return readers[kind](where, size=size)
+
+
+def _target_index(data, target: str) -> int:
+    if target in data.classes:
+        return data.classes.index(target)
+    if not target.lstrip("-").isdigit() or not 0 <= int(target) < len(data.classes):
+        raise ValueError(f"--target must name one of {list(data.classes)} or be an index below {len(data.classes)}")
+    return int(target)
 
 
 @backdoor.command("poison")
@@ -333,9 +341,7 @@ def backdoor_poison(attack_name: str, data_spec: str, target: str, rate: float, 
 
     try:
         data = _read_detection(data_spec, size)
-        t = data.classes.index(target) if target in data.classes else int(target)
-        if not 0 <= t < len(data.classes):
-            raise ValueError(f"--target must name one of {list(data.classes)} or an index below {len(data.classes)}")
+        t = _target_index(data, target)
         cls = {"oga": OGA, "rma": RMA, "gma": GMA, "oda": ODA}[attack_name]
         trigger = chessboard(trigger_size, max(1, trigger_size // 4), data.images.shape[1])
         result = cls(target=t, trigger=trigger, rate=rate, blend=blend, seed=seed)(data.images, data.targets)
@@ -347,6 +353,162 @@ def backdoor_poison(attack_name: str, data_spec: str, target: str, rate: float, 
                                              "seed": seed, "indices": result.indices.tolist(),
                                              "names": [data.names[i] for i in result.indices.tolist()]})  # fmt: skip
     click.echo(f"{attack_name.upper()}: poisoned {len(result.indices)} of {len(data)} images -> {out} ({fmt})")
+
+
+_RECIPES = {"onestage": {"batch": 32, "lr": 3e-3, "optimizer": "adamw"},
+            "faster-rcnn": {"batch": 16, "lr": 0.04, "optimizer": "sgd"}}  # fmt: skip
+
+
+@backdoor.command("train")
+@click.option("--data", "data_spec", required=True, help="coco:FILE.json, voc:DIR, yolo:DIR or scenes:N[,SEED]")
+@click.option("--detector", type=click.Choice(list(_RECIPES)), default="onestage", show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=600, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="default: 32 one-stage, 16 Faster R-CNN")
+@click.option("--lr", type=float, default=None, help="one-cycle peak; default: 3e-3 (AdamW) / 0.04 (SGD)")
+@click.option("--size", type=click.IntRange(min=1), default=None, help="resize images to SIZE x SIZE (boxes follow)")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="folder for the weights and JSON")
+def backdoor_train(data_spec: str, detector: str, steps: int, batch: int | None, lr: float | None, size: int | None,
+                   seed: int, out: str) -> None:  # fmt: skip
+    """Train a detector (poisoned or clean data alike); writes OUT/model.safetensors and OUT/model.json."""
+    import time
+
+    import torch
+
+    from .backdoor.detectors import DETECTORS, save_detector, train_detector
+    from .data import DataError
+
+    recipe = _RECIPES[detector]
+    try:
+        data = _read_detection(data_spec, size)
+        torch.manual_seed(seed)
+        kwargs = {"image_size": int(max(data.images.shape[-2:]))} if detector == "faster-rcnn" else {}
+        model = DETECTORS[detector](len(data.classes), **kwargs)
+        start = time.perf_counter()
+        losses = train_detector(model, data.images, data.targets, steps=steps, seed=seed, quiet=False,
+                                batch_size=batch or recipe["batch"], lr=lr or recipe["lr"],
+                                optimizer=recipe["optimizer"])  # fmt: skip
+    except (ValueError, DataError, FileNotFoundError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    seconds = time.perf_counter() - start
+    save_detector(model, out, classes=list(data.classes), data=data_spec, steps=steps, seed=seed,
+                  final_loss=losses[-1], train_seconds=seconds)  # fmt: skip
+    click.echo(f"trained {detector} on {len(data)} images, {steps} steps in {seconds:.1f} s "
+               f"(loss {losses[0]:.3f} -> {losses[-1]:.3f}) -> {out}")  # fmt: skip
+
+
+def _predict_all(model, images, batch: int = 100):
+    import torch
+
+    with torch.no_grad():
+        return [p for i in range(0, len(images), batch) for p in model(images[i : i + batch])]
+
+
+def _load_model(path: str):
+    from .backdoor.detectors import load_detector
+
+    try:
+        return load_detector(path)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+@backdoor.command("evaluate")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="a train --out folder")
+@click.option("--data", "data_spec", required=True, help="clean test data (a data spec)")
+@click.option("--attack", "attack_name", type=click.Choice(["oga", "rma", "gma", "oda"]), default=None,
+              help="also trigger every eligible test image with this attack and print its success rate")  # fmt: skip
+@click.option("--target", type=str, default=None, help="target class of --attack: a name or a 0-based index")
+@click.option("--clean-model", type=click.Path(file_okay=False), default=None,
+              help="a clean model whose rate on the same triggered images is printed beside")  # fmt: skip
+@click.option("--trigger-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--score", "score_threshold", type=float, default=0.5, show_default=True, help="ASR score threshold s")
+@click.option("--size", type=click.IntRange(min=1), default=None, help="resize images to SIZE x SIZE (boxes follow)")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="write the figures as JSON")
+def backdoor_evaluate(model_dir: str, data_spec: str, attack_name: str | None, target: str | None,
+                      clean_model: str | None, trigger_size: int, score_threshold: float, size: int | None,
+                      seed: int, out: str | None) -> None:  # fmt: skip
+    """Benign mAP@50 (torchmetrics, COCO 101-point) and, with --attack, the attack success rate."""
+    from .backdoor import GMA, ODA, OGA, RMA, attack_success_rate, chessboard, map50
+    from .core.report import write_json
+    from .data import DataError
+
+    model, meta = _load_model(model_dir)
+    try:
+        data = _read_detection(data_spec, size)
+        if list(data.classes) != list(meta.get("classes", data.classes)):
+            raise ValueError(f"--data has classes {list(data.classes)}, the model was trained on {meta['classes']}")
+        value, per_class = map50(_predict_all(model, data.images), data.targets)
+        result = {"model": model_dir, "data": data_spec, "images": len(data), "benign mAP@50": value,
+                  "AP@50 per class": {data.classes[k]: v for k, v in per_class.items()}}  # fmt: skip
+        click.echo(f"benign mAP@50 {value:.4f} on {len(data)} images")
+        if attack_name is not None:
+            if target is None:
+                raise ValueError("--attack needs --target")
+            t = _target_index(data, target)
+            cls = {"oga": OGA, "rma": RMA, "gma": GMA, "oda": ODA}[attack_name]
+            attack = cls(target=t, trigger=chessboard(trigger_size, max(1, trigger_size // 4), data.images.shape[1]),
+                         seed=seed)  # fmt: skip
+            trig = attack(data.images, data.targets, indices=attack.eligible(data.targets))
+            asr = attack_success_rate(_predict_all(model, trig.images), trig, score_threshold=score_threshold)
+            result |= {"attack": attack_name, "target": data.classes[t], "triggered images": len(trig.indices),
+                       f"ASR s>{score_threshold}": asr}  # fmt: skip
+            n_trig = len(trig.indices)
+            line = f"{attack_name.upper()} ASR at s > {score_threshold}: {asr:.3f} on {n_trig} triggered images"
+            if clean_model is not None:
+                clean, _ = _load_model(clean_model)
+                base = attack_success_rate(_predict_all(clean, trig.images), trig, score_threshold=score_threshold)
+                result[f"clean model s>{score_threshold}"] = base
+                line += f" (clean model: {base:.3f})"
+            click.echo(line)
+    except (ValueError, DataError, FileNotFoundError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    if out:
+        write_json(out, result)
+        click.echo(f"wrote {out}")
+
+
+@backdoor.command("cleanse")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="the deployed detector")
+@click.option("--calibrate", "cal_spec", required=True, help="clean images to calibrate m and delta on (data spec)")
+@click.option("--features", "feat_spec", required=True, help="clean data whose ground-truth crops are blended in")
+@click.option("--data", "data_spec", required=True, help="the images to screen (data spec)")
+@click.option("--n-features", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--blend", type=float, default=0.5, show_default=True)
+@click.option("--quantile", type=float, default=0.95, show_default=True)
+@click.option("--score-threshold", type=float, default=0.3, show_default=True)
+@click.option("--match-iou", type=float, default=None, help="re-detect and match at this IoU (default: fixed box)")
+@click.option("--region", type=click.Choice(["box", "surround"]), default="box", show_default=True)
+@click.option("--size", type=click.IntRange(min=1), default=None, help="resize images to SIZE x SIZE (boxes follow)")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="per-image flags, suspect boxes (JSON)")
+def backdoor_cleanse(model_dir: str, cal_spec: str, feat_spec: str, data_spec: str, n_features: int, blend: float,
+                     quantile: float, score_threshold: float, match_iou: float | None, region: str, size: int | None,
+                     seed: int, out: str | None) -> None:  # fmt: skip
+    """Detector Cleanse: calibrate on clean images, then flag the screened images whose box entropy is off."""
+    from .backdoor import DetectorCleanse, object_crops
+    from .core.report import write_json
+    from .data import DataError
+
+    model, _ = _load_model(model_dir)
+    try:
+        cal, feat, data = (_read_detection(s, size) for s in (cal_spec, feat_spec, data_spec))
+        dc = DetectorCleanse(n_features=n_features, blend=blend, quantile=quantile, score_threshold=score_threshold,
+                             match_iou=match_iou, region=region, seed=seed)  # fmt: skip
+        dc.calibrate(model, cal.images, object_crops(feat.images, feat.targets), quiet=False)
+        res = dc(model, data.images, quiet=False)
+    except (ValueError, DataError, FileNotFoundError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    flagged = [i for i, f in enumerate(res.flags.tolist()) if f]
+    click.echo(f"m = {dc.m:.4f} bits, delta = {dc.delta:.4f} (q = {quantile}); flagged {len(flagged)} of {len(data)} "
+               f"images")  # fmt: skip
+    if out:
+        write_json(out, {"m": dc.m, "delta": dc.delta, "quantile": quantile, "images": [
+            {"name": data.names[i], "flagged": bool(res.flags[i]), "score": float(res.scores[i]),
+             "suspect box": None if res.suspect[i] is None else res.suspect[i].tolist()}
+            for i in range(len(data))]})  # fmt: skip
+        click.echo(f"wrote {out}")
 
 
 def main(argv: list[str] | None = None) -> int:
