@@ -113,3 +113,23 @@ def test_baddet_reproduction_quick_path(tmp_path):
     assert all((0 <= r["AUROC"] <= 1) or "no box" in r.get("note", "") for r in dc)
     assert {c.claim.split(":")[0] for c in result.claims} >= {"OGA", "GMA"}
     assert (tmp_path / "examples.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_baddet_reproduction_full_path_both_detectors(tmp_path):
+    """The full run's code path (both detectors, four attacks, fine-tuning, Detector Cleanse and its
+    variants) on 60 training and 12 test scenes, 4 steps; score threshold 0 so that boxes get tested, N = 2."""
+    from bastion.reproduce import baddet
+
+    repro = baddet.BadDetReproduction(n_train=60, n_test=12, steps=4, score_threshold=0.0, n_features=2)
+    result = repro.run(tmp_path, quick=False, seed=0, quiet=True)
+    rows = result.tables["Backdoored models"]
+    assert [(r["detector"], r["model"]) for r in rows] == [
+        (d, m) for d in ("one-stage", "Faster R-CNN") for m in ("clean", "OGA", "RMA", "GMA", "ODA")
+    ]
+    dc = result.tables["Detector Cleanse"]
+    assert len(dc) == 8 and all(0 <= r["FRR"] <= 1 and 0 <= r["AUROC"] <= 1 for r in dc)
+    variants = result.tables["Detector Cleanse variants (OGA, RMA, one-stage)"]
+    assert [r["variant"] for r in variants] == list(baddet.VARIANTS) * 2
+    assert len(result.tables["Clean fine-tuning (one-stage)"]) == 6  # OGA, RMA, GMA at 0.1x and 1x
+    assert any(c.claim.startswith("Faster R-CNN, OGA") for c in result.claims)
+    assert any(n.startswith("Detector Cleanse on OGA: the best variant") for n in result.notes)
