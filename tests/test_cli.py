@@ -204,3 +204,6 @@ def test_backdoor_train_evaluate_cleanse_round_trip(tmp_path, capsys):
     assert main(["backdoor", "evaluate", "--model", str(model_dir), "--data", "scenes:4", "--attack", "gma",
                  "--target", "7"]) == 2  # fmt: skip
     assert "--target" in capsys.readouterr().err
+    assert main(["backdoor", "evaluate", "--model", str(model_dir), "--data", "scenes:4", "--target", "disc"]) == 2
+    assert "need --attack" in capsys.readouterr().err
+    assert main(["backdoor", "train", "--data", "scenes:4", "--lr", "0", "--out", str(tmp_path / "z")]) == 2

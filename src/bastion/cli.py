@@ -364,7 +364,8 @@ _RECIPES = {"onestage": {"batch": 32, "lr": 3e-3, "optimizer": "adamw"},
 @click.option("--detector", type=click.Choice(list(_RECIPES)), default="onestage", show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=600, show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="default: 32 one-stage, 16 Faster R-CNN")
-@click.option("--lr", type=float, default=None, help="one-cycle peak; default: 3e-3 (AdamW) / 0.04 (SGD)")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="one-cycle peak; default: 3e-3 (AdamW) / 0.04 (SGD)")  # fmt: skip
 @click.option("--size", type=click.IntRange(min=1), default=None, help="resize images to SIZE x SIZE (boxes follow)")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="folder for the weights and JSON")
@@ -386,7 +387,7 @@ def backdoor_train(data_spec: str, detector: str, steps: int, batch: int | None,
         model = DETECTORS[detector](len(data.classes), **kwargs)
         start = time.perf_counter()
         losses = train_detector(model, data.images, data.targets, steps=steps, seed=seed, quiet=False,
-                                batch_size=batch or recipe["batch"], lr=lr or recipe["lr"],
+                                batch_size=batch or recipe["batch"], lr=recipe["lr"] if lr is None else lr,
                                 optimizer=recipe["optimizer"])  # fmt: skip
     except (ValueError, DataError, FileNotFoundError) as exc:
         raise click.UsageError(str(exc)) from exc
@@ -402,6 +403,11 @@ def _predict_all(model, images, batch: int = 100):
 
     with torch.no_grad():
         return [p for i in range(0, len(images), batch) for p in model(images[i : i + batch])]
+
+
+def _check_classes(data, meta: dict, option: str) -> None:
+    if "classes" in meta and list(data.classes) != list(meta["classes"]):
+        raise ValueError(f"--data has classes {list(data.classes)}, the {option} was trained on {meta['classes']}")
 
 
 def _load_model(path: str):
@@ -436,9 +442,10 @@ def backdoor_evaluate(model_dir: str, data_spec: str, attack_name: str | None, t
 
     model, meta = _load_model(model_dir)
     try:
+        if attack_name is None and (target is not None or clean_model is not None):
+            raise ValueError("--target and --clean-model need --attack")
         data = _read_detection(data_spec, size)
-        if list(data.classes) != list(meta.get("classes", data.classes)):
-            raise ValueError(f"--data has classes {list(data.classes)}, the model was trained on {meta['classes']}")
+        _check_classes(data, meta, "--model")
         value, per_class = map50(_predict_all(model, data.images), data.targets)
         result = {"model": model_dir, "data": data_spec, "images": len(data), "benign mAP@50": value,
                   "AP@50 per class": {data.classes[k]: v for k, v in per_class.items()}}  # fmt: skip
@@ -457,7 +464,8 @@ def backdoor_evaluate(model_dir: str, data_spec: str, attack_name: str | None, t
             n_trig = len(trig.indices)
             line = f"{attack_name.upper()} ASR at s > {score_threshold}: {asr:.3f} on {n_trig} triggered images"
             if clean_model is not None:
-                clean, _ = _load_model(clean_model)
+                clean, clean_meta = _load_model(clean_model)
+                _check_classes(data, clean_meta, "--clean-model")
                 base = attack_success_rate(_predict_all(clean, trig.images), trig, score_threshold=score_threshold)
                 result[f"clean model s>{score_threshold}"] = base
                 line += f" (clean model: {base:.3f})"
@@ -491,9 +499,10 @@ def backdoor_cleanse(model_dir: str, cal_spec: str, feat_spec: str, data_spec: s
     from .core.report import write_json
     from .data import DataError
 
-    model, _ = _load_model(model_dir)
+    model, meta = _load_model(model_dir)
     try:
         cal, feat, data = (_read_detection(s, size) for s in (cal_spec, feat_spec, data_spec))
+        _check_classes(cal, meta, "--model")
         dc = DetectorCleanse(n_features=n_features, blend=blend, quantile=quantile, score_threshold=score_threshold,
                              match_iou=match_iou, region=region, seed=seed)  # fmt: skip
         dc.calibrate(model, cal.images, object_crops(feat.images, feat.targets), quiet=False)

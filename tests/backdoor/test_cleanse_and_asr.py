@@ -131,6 +131,25 @@ def test_matched_variant_reads_the_redetected_box_and_skips_vanished_ones():
     for ea, eb in zip(a.entropies, b.entropies, strict=True):
         torch.testing.assert_close(ea, eb)
 
+    class Redetect:  # re-detects every box 2 px right of and below the tested one (IoU 0.62-0.68)
+        def __call__(self, images):
+            return [{"boxes": BOXES + 4, "scores": torch.full((2,), 0.9), "labels": torch.zeros(2, dtype=torch.int64)}
+                    for _ in images]  # fmt: skip
+
+        def class_probs(self, images, boxes):  # the entropy depends on the box's x0 only
+            return [torch.softmax(torch.stack([b[:, 0] / 10, *[torch.zeros(len(b))] * 3], 1), 1) for b in boxes]
+
+    def entropy(x0):
+        p = torch.softmax(torch.tensor([x0 / 10, 0.0, 0.0, 0.0]), 0)
+        return float(-(p * p.log2()).sum())
+
+    tested, image = BOXES + 2, torch.rand(3, 64, 64)
+    gen = torch.Generator().manual_seed(0)
+    torch.testing.assert_close(fixed._box_entropies(Redetect(), image, tested, gen),
+                               torch.tensor([entropy(32.0), entropy(12.0)]))  # fmt: skip
+    torch.testing.assert_close(matched._box_entropies(Redetect(), image, tested, gen),
+                               torch.tensor([entropy(34.0), entropy(14.0)]))  # the re-detected box's  # fmt: skip
+
     class Vanishing(Scripted):  # boxes while a marker pixel inside each box is intact, none once blended over
         def __call__(self, images):
             return [p if bool((img[:, [40, 44], [40, 18]] == 0.25).all()) else {**p, "boxes": p["boxes"][:0]}

@@ -64,6 +64,25 @@ def test_faster_rcnn_class_probs_equal_torchvision_roi_head_scores():
             assert abs(float(p[0, label]) - score) < 1e-5  # torchvision's labels count background as 0
 
 
+def test_faster_rcnn_shifts_labels_by_one_for_torchvision_and_back():
+    seen = {}
+
+    class Stub(torch.nn.Module):  # stands in for torchvision's FasterRCNN: records what it is given
+        def forward(self, images, targets=None):
+            if targets is not None:
+                seen["labels"] = [t["labels"] for t in targets]
+                return {"loss_classifier": torch.ones((), requires_grad=True)}
+            return [{"boxes": torch.zeros(2, 4), "scores": torch.ones(2), "labels": torch.tensor([1, 4])}
+                    for _ in images]  # fmt: skip
+
+    model = FasterRCNNTiny(4)
+    model.model = Stub()
+    targets = [{"boxes": torch.tensor([[1.0, 1.0, 9.0, 9.0]] * 2), "labels": torch.tensor([0, 3])}]
+    model.train().loss(torch.rand(1, 3, 64, 64), targets)
+    assert seen["labels"][0].tolist() == [1, 4]  # torchvision's 0 is background
+    assert model.eval()(torch.rand(1, 3, 64, 64))[0]["labels"].tolist() == [0, 3]
+
+
 def test_faster_rcnn_takes_and_returns_zero_based_labels_and_learns():
     torch.manual_seed(0)
     data = scenes(64, seed=4)
@@ -99,6 +118,9 @@ def test_save_and_load_round_trip_both_detectors(tmp_path):
                 images, [torch.tensor([[4.0, 4.0, 30.0, 30.0]])] * 2)  # fmt: skip
         for x, y in zip(a, b, strict=True):
             torch.testing.assert_close(x, y)
+    (tmp_path / "CenterNetTiny" / "model.json").write_text('{"detector": "onestage", "config": {"num_classes": 3}}')
+    with pytest.raises(ValueError, match="does not match"):  # width 48 by default, the weights are width 16
+        load_detector(tmp_path / "CenterNetTiny")
     (tmp_path / "CenterNetTiny" / "model.json").write_text('{"detector": "yolo", "config": {}}')
     with pytest.raises(ValueError, match="not a bastion detector"):
         load_detector(tmp_path / "CenterNetTiny")

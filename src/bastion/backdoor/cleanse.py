@@ -25,7 +25,12 @@ patches, noise).
 
 A detector is any object with ``detector(images) -> [{"boxes", "scores", "labels"}, ...]`` and
 ``detector.class_probs(images, boxes) -> [(K_i, C) probabilities, ...]`` for ``boxes`` a list of
-``(K_i, 4)`` tensors.
+``(K_i, 4)`` tensors (``FasterRCNNTiny`` returns C + 1 columns, background first: the entropy is then
+over C + 1 classes, the spec's RoI-softmax recipe).
+
+Images with no scored box are left out of the calibration quantile and never flagged, so on data
+where many clean images have no confident box (or, with ``match_iou``, boxes vanish) the FRR falls
+below ``1 - quantile``.
 """
 
 from __future__ import annotations

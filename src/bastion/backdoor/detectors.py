@@ -207,7 +207,7 @@ class FasterRCNNTiny(nn.Module):
         t, _ = m.transform(imgs)
         scaled = []
         for img, b, (h, w) in zip(imgs, boxes, t.image_sizes, strict=True):
-            ratio = torch.tensor([w / img.shape[-1], h / img.shape[-2]] * 2, dtype=torch.float32)
+            ratio = torch.tensor([w / img.shape[-1], h / img.shape[-2]] * 2, dtype=torch.float32, device=b.device)
             scaled.append(b.float().reshape(-1, 4) * ratio)
         feats = m.backbone(t.tensors)
         feats = {"0": feats} if isinstance(feats, torch.Tensor) else feats
@@ -250,7 +250,10 @@ def load_detector(path: str | Path) -> tuple[CenterNetTiny | FasterRCNNTiny, dic
         model = cls(**meta["config"])
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{folder / 'model.json'} is not a bastion detector description: {exc}") from exc
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    try:
+        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    except Exception as exc:  # SafetensorError (corrupt file), RuntimeError (shapes unlike the JSON's config)
+        raise ValueError(f"{folder / 'model.safetensors'} does not match {folder / 'model.json'}: {exc}") from exc
     return model.eval(), meta
 
 

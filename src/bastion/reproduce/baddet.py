@@ -71,8 +71,9 @@ def _fit(kind, images, targets, steps, seed, lr=None, model=None, quiet=True):
     make, batch, peak, optimizer = RECIPES[kind]
     torch.manual_seed(seed)
     model = model if model is not None else make()
-    train_detector(model, images, targets, steps=steps, batch_size=batch, lr=lr or peak, optimizer=optimizer,
-                   seed=seed, quiet=quiet)  # fmt: skip
+    lr = peak if lr is None else lr
+    train_detector(model, images, targets, steps=steps, batch_size=batch, lr=lr, optimizer=optimizer, seed=seed,
+                   quiet=quiet)  # fmt: skip
     return model
 
 
@@ -228,7 +229,8 @@ class BadDetReproduction:
                                   for k in kinds},
                     "steps": steps, "train scenes": n_train, "test scenes": n_test, "rate": 0.1,
                     "trigger": "chessboard 8x8, 2-px cells", "target class": "disc",
-                    "Detector Cleanse": {"N": "20 (quick, Faster R-CNN) / 50 (full one-stage)", "blend": 0.5,
+                    "Detector Cleanse": {"N": {r["detector"]: r["N"] for r in dc_rows}
+                                         | ({"variants": self.n_features or 20} if variant_rows else {}), "blend": 0.5,
                                          "q": 0.95, "score threshold": self.score_threshold,
                                          "calibration images": n_cal, "evaluated clean + triggered": n_eval},
                     "torch_threads": torch.get_num_threads()},
