@@ -5,8 +5,11 @@ container with tasks, the per-task 80/10/10 split with inductive test nodes, the
 most-recent-k neighbour sampler, the open temporal graph generator (presets, heterophily, old-link
 share, community nuisance, shared class subspace), AP / AF from an accuracy matrix, the temporal
 backbone (memory + time-encoded attention, task or class heads) and the protocol with the fine-tune,
-joint, EWC, LwF and random-replay baselines. To come: OTGNet's IB encoder (CLUB / MINE), triad
-selection and replay, pseudo labels, the ablations, the CLI and ``reproduce otgnet``.
+joint, EWC, LwF and random-replay baselines; OTGNet's pieces: the information bottleneck (CLUB / MINE,
+``ib``), node importance by one JVP, triad enumeration and greedy selection (``selection``). To come:
+OTGNet assembled in the protocol (IB message passing, causal pseudo labels, triad replay with memory
+snapshots and the link-pattern loss), its ablations, the MovieLens builder, the CLI, ``reproduce
+otgnet`` and the benchmarks.
 """
 
 from .data import COLUMNS, TaskSplit, TemporalGraph, read_otg, split_tasks, write_otg
