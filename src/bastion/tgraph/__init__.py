@@ -7,10 +7,10 @@ share, community nuisance, shared class subspace), AP / AF from an accuracy matr
 backbone (memory + time-encoded attention, task or class heads) and the protocol with the fine-tune,
 joint, EWC, LwF and random-replay baselines; OTGNet's pieces: the information bottleneck (CLUB / MINE,
 ``ib``), node importance by one JVP, triad enumeration and greedy selection (``selection``); the
-MovieLens-100K movie graph (``movielens``: 92,098 events, 1,211 nodes, as the spec measured). To come:
-OTGNet assembled in the protocol (IB message passing, causal pseudo labels, triad replay with memory
-snapshots and the link-pattern loss), its ablations, the CLI, ``reproduce
-otgnet`` and the benchmarks.
+MovieLens-100K movie graph (``movielens``: 92,098 events, 1,211 nodes, as the spec measured). OTGNet
+assembled in the protocol (``otgnet``: IB message passing, causal or official pseudo labels, triad
+replay with memory snapshots and the link-pattern loss) with its two ablations. To come: the CLI
+``bastion tgraph run``, ``reproduce otgnet`` and the benchmarks.
 """
 
 from .data import COLUMNS, TaskSplit, TemporalGraph, read_otg, split_tasks, write_otg

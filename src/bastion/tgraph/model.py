@@ -77,6 +77,7 @@ class TemporalBackbone(nn.Module):
             for p in self.heads.parameters():
                 p.requires_grad_(False)
         self.class_agnostic = class_agnostic
+        self.ib_log: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # set to [] to record IB inputs
         self.register_buffer("memory", torch.zeros(num_nodes + 1, d))
 
     # ------------------------------------------------------------------ memory
@@ -97,6 +98,10 @@ class TemporalBackbone(nn.Module):
         self.memory[nodes[keep]] = values[keep].detach()
 
     # ------------------------------------------------------------------ forward
+    def _log(self, inputs: torch.Tensor, labels: torch.Tensor) -> None:
+        if self.ib_log is not None:
+            self.ib_log.append((inputs.detach(), labels))
+
     def _embed(self, nodes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.w_f(torch.cat([self.memory[nodes], x[nodes]], -1))
 
@@ -107,8 +112,9 @@ class TemporalBackbone(nn.Module):
         if self.class_agnostic is not None:
             differ = nb.mask & (labels[nb.nodes] != labels[w][:, None])
             if bool(differ.any()):
-                z = self.class_agnostic(h[differ].detach())
-                h = h.masked_scatter(differ[..., None], z) if z.shape[-1] == self.d else h
+                inputs = h[differ].detach()
+                self._log(inputs, labels[nb.nodes][differ])
+                h = h.masked_scatter(differ[..., None], self.class_agnostic(inputs))
         dt = (t[:, None] - nb.times).float()
         key = self.w_k(torch.cat([h, torch.cos(dt[..., None] * self.omega)], -1))
         q = self.w_q(self._embed(w, x))
@@ -136,6 +142,8 @@ class TemporalBackbone(nn.Module):
         if self.class_agnostic is not None:
             differ = labels[src] != labels[dst]
             if bool(differ.any()):
+                self._log(msg_u[differ].detach(), labels[src][differ])
+                self._log(msg_v[differ].detach(), labels[dst][differ])
                 msg_u = msg_u.masked_scatter(differ[:, None], self.class_agnostic(msg_u[differ]))
                 msg_v = msg_v.masked_scatter(differ[:, None], self.class_agnostic(msg_v[differ]))
         edge = torch.tanh(self.w_e(torch.zeros(len(src), 5)))

@@ -38,7 +38,7 @@ from .sampler import Neighbours, RecentNeighbourSampler
 
 __all__ = ["METHODS", "ProtocolResult", "run_protocol"]
 
-METHODS = ("finetune", "joint", "ewc", "lwf", "replay")
+METHODS = ("finetune", "joint", "ewc", "lwf", "replay", "otgnet", "otgnet-noib", "otgnet-random")
 
 
 @dataclass
@@ -89,14 +89,17 @@ class _Runner:
         self.fisher: list[tuple[dict, dict]] = []
         self.teacher: TemporalBackbone | None = None
         self.replay = torch.zeros(0, dtype=torch.int64)
+        self.replay_nodes = torch.zeros(0, dtype=torch.int64)
+        self.replay_rows = torch.zeros(0, d)
         self.trained_events = 0
 
     # ------------------------------------------------------------------ streaming
-    def _step(self, events, sampler, seen, grad: bool):
+    def _step(self, events, sampler, seen, grad: bool, filter_labels=None):
         g = self.g
         src, dst, ts = g.src[events], g.dst[events], g.ts[events]
+        labels = self.labels if filter_labels is None else filter_labels
         with torch.set_grad_enabled(grad):
-            hu, hv, mu, mv = self.model(src, dst, ts, self.x, self.labels, sampler)
+            hu, hv, mu, mv = self.model(src, dst, ts, self.x, labels, sampler)
         return src, dst, hu, hv, mu, mv
 
     def _loss(self, hu, hv, src, dst, seen):
@@ -104,13 +107,16 @@ class _Runner:
         lv, tv = self.model.classify(hv, self.labels[dst], seen)
         return torch.cat([F.cross_entropy(lu, tu, reduction="none"), F.cross_entropy(lv, tv, reduction="none")])
 
-    def _stream(self, events, sampler, seen, write=True):
-        """No-grad pass; returns {node: prediction} at each node's last event (later events overwrite)."""
+    def _stream(self, events, sampler, seen, write=True, pseudo=None):
+        """No-grad pass; returns {node: prediction} at each node's last event (later events overwrite).
+
+        ``pseudo(batch_events) -> filter labels`` supplies the labels the class-agnostic filter sees."""
         preds = {}
         self.model.eval()
         with torch.no_grad():
             for ev in _batches(events, self.batch):
-                src, dst, hu, hv, mu, mv = self._step(ev, sampler, seen, grad=False)
+                labels = None if pseudo is None else pseudo(ev)
+                src, dst, hu, hv, mu, mv = self._step(ev, sampler, seen, grad=False, filter_labels=labels)
                 for nodes, h in ((src, hu), (dst, hv)):
                     logits, _ = self.model.classify(h, self.labels[nodes], seen)
                     for n, p in zip(nodes.tolist(), logits.argmax(1).tolist(), strict=True):
@@ -142,32 +148,35 @@ class _Runner:
                                              events=torch.cat([cur, val_events]))  # fmt: skip
         val_nodes = torch.unique(torch.cat([g.src[val_events], g.dst[val_events]]))
         val_nodes = val_nodes[(split.role[val_nodes] == 1) & (self.labels[val_nodes] // g.classes_per_task == t)]
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = self._main_params()
         opt = torch.optim.Adam(params, lr=self.lr)
         best, best_epoch, best_state, best_mem, wait = -1.0, -1, None, None, 0
-        replay_mem = self._replay_memory()
         for epoch in progress(range(self.epochs), desc=f"{self.method} task {t}", quiet=self.quiet):
             self.model.train()
             self.model.reset_memory(self.seed * 1000 + epoch)
             for ev in _batches(cur, self.batch):
                 if len(self.replay):
-                    self.model.memory[replay_mem[0]] = replay_mem[1]
+                    self.model.memory[self.replay_nodes] = self.replay_rows
                     ev_all = torch.cat([ev, self.replay])
                 else:
                     ev_all = ev
+                if self.model.ib_log is not None:
+                    self.model.ib_log.clear()
                 src, dst, hu, hv, mu, mv = self._step(ev_all, sampler, seen, grad=True)
                 losses = self._loss(hu, hv, src, dst, seen)
                 n = len(ev)
                 if len(self.replay):
                     new = torch.cat([losses[:n], losses[len(ev_all) : len(ev_all) + n]])
                     old = torch.cat([losses[n : len(ev_all)], losses[len(ev_all) + n :]])
-                    loss = 0.5 * new.mean() + 0.5 * old.mean()
+                    loss = 0.5 * self._new_mean(new, torch.cat([src[:n], dst[:n]]), seen) + 0.5 * old.mean()
                 else:
                     loss = losses.mean()
                 loss = loss + self._regulariser(t, ev_all, sampler, seen, hu, hv, src, dst)
+                loss = loss + self._extra_loss(src, dst, mu, mv, n)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                self._after_step(epoch, seen)
                 self.model.write_memory(torch.cat([src[:n], dst[:n]]), torch.cat([mu[:n], mv[:n]]))
                 self.trained_events += n
             # validation: stream train then val with a fresh memory; score val nodes at their last val event
@@ -197,10 +206,26 @@ class _Runner:
                                       events=torch.cat([tr_va, split.test[j]]))  # fmt: skip
         visible = RecentNeighbourSampler(g.src, g.dst, g.ts, k=self.model.k_n, events=tr_va)
         sampler = _TestSampler(full, visible, split.role == 2)
-        preds = self._stream(split.test[j], sampler, seen, write=False)  # each batch's writes reverted
+        pseudo = self._pseudo_labels(j, torch.cat([tr_va, split.test[j]]))
+        preds = self._stream(split.test[j], sampler, seen, write=False, pseudo=pseudo)  # batch writes reverted
         return self._accuracy(preds, split.test_nodes[j], seen)
 
     # ------------------------------------------------------------------ method hooks
+    def _main_params(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def _new_mean(self, losses: torch.Tensor, nodes: torch.Tensor, seen: int) -> torch.Tensor:
+        return losses.mean()
+
+    def _extra_loss(self, src, dst, mu, mv, n) -> torch.Tensor:
+        return torch.zeros(())
+
+    def _after_step(self, epoch: int, seen: int) -> None:
+        pass
+
+    def _pseudo_labels(self, task: int, events: torch.Tensor):
+        return None
+
     def _regulariser(self, t, ev, sampler, seen, hu, hv, src, dst) -> torch.Tensor:
         zero = torch.zeros(())
         if self.method == "ewc" and self.fisher:
@@ -255,22 +280,15 @@ class _Runner:
                 pool = both if len(both) else ev[(self.labels[g.src[ev]] == c) | (self.labels[g.dst[ev]] == c)]
                 if len(pool):
                     picks.append(pool[torch.randperm(len(pool), generator=gen)[: self.replay_per_class]])
-            self.replay = torch.cat([self.replay, *picks]).sort().values
-            self._replay_tasks = getattr(self, "_replay_tasks", {})
-            for e in torch.cat(picks).tolist() if picks else []:
-                self._replay_tasks[e] = t
+            if picks:
+                new = torch.cat(picks)
+                self.add_replay(new, torch.unique(torch.cat([g.src[new], g.dst[new]])), t)
 
-    def _replay_memory(self):
-        """(nodes, memory rows) of the replayed events' nodes, from each event's task snapshot."""
-        if not len(self.replay):
-            return None
-        nodes, rows = [], []
-        for e in self.replay.tolist():
-            snap = self.snapshots[self._replay_tasks[e]]
-            for n in (int(self.g.src[e]), int(self.g.dst[e])):
-                nodes.append(n)
-                rows.append(snap[n])
-        return torch.tensor(nodes), torch.stack(rows)
+    def add_replay(self, events: torch.Tensor, nodes: torch.Tensor, t: int) -> None:
+        """Replay ``events`` in every later batch; ``nodes`` get task ``t``'s snapshot memory before each."""
+        self.replay = torch.cat([self.replay, events]).sort().values
+        self.replay_nodes = torch.cat([self.replay_nodes, nodes])
+        self.replay_rows = torch.cat([self.replay_rows, self.snapshots[t][nodes]])
 
 
 def run_protocol(
@@ -287,6 +305,7 @@ def run_protocol(
     ewc_lambda: float = 1000.0,
     replay_per_class: int = 20,
     fixed_heads: bool = False,
+    pseudo_label: str = "causal",
     seed: int = 0,
     quiet: bool = True,
 ) -> ProtocolResult:
@@ -301,8 +320,14 @@ def run_protocol(
     check_float(lr, "lr", minimum=0, min_inclusive=False)
     seed_everything(seed)
     split = split if split is not None else split_tasks(graph, seed=seed)
-    runner = _Runner(graph, split, method, scenario, d, epochs, patience, batch_size, lr, seed, ewc_lambda,
-                     check_int(replay_per_class, "replay_per_class", minimum=1), fixed_heads, quiet)  # fmt: skip
+    args = (graph, split, method, scenario, d, epochs, patience, batch_size, lr, seed, ewc_lambda,
+            check_int(replay_per_class, "replay_per_class", minimum=1), fixed_heads, quiet)  # fmt: skip
+    if method.startswith("otgnet"):
+        from .otgnet import OTGNetRunner
+
+        runner = OTGNetRunner(*args, pseudo_label=pseudo_label)
+    else:
+        runner = _Runner(*args)
     n_tasks = graph.num_tasks
     acc = torch.full((n_tasks, n_tasks), float("nan"), dtype=torch.float64)
     start, best_epochs = time.perf_counter(), []
