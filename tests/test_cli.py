@@ -207,3 +207,21 @@ def test_backdoor_train_evaluate_cleanse_round_trip(tmp_path, capsys):
     assert main(["backdoor", "evaluate", "--model", str(model_dir), "--data", "scenes:4", "--target", "disc"]) == 2
     assert "need --attack" in capsys.readouterr().err
     assert main(["backdoor", "train", "--data", "scenes:4", "--lr", "0", "--out", str(tmp_path / "z")]) == 2
+
+
+def test_tgraph_run_on_an_official_layout_file(tmp_path, capsys):
+    from bastion.tgraph import open_temporal_graph, write_otg
+
+    graph = open_temporal_graph("reddit_like", tasks=2, nodes_per_class=30, events_per_node=5, seed=1)
+    csv_path, _ = write_otg(graph, tmp_path / "toy.csv")
+    out = tmp_path / "run.json"
+    argv = ["tgraph", "run", "--method", "finetune", "--data", str(csv_path), "--epochs", "2", "--out", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "toy: 900 events, 180 nodes, 2 tasks of 3 classes" in text and "AP " in text
+    result = json.loads(out.read_text())
+    assert len(result["acc"]) == 2 and 0 <= result["AP"] <= 100
+    bad = tmp_path / "bad.csv"
+    bad.write_text("u,i,ts,label_u,label_i,idx\n1,2,5,0,0,1\n2,3,4,0,0,2\n")
+    assert main(["tgraph", "run", "--data", str(bad)]) == 2
+    assert "column ts" in capsys.readouterr().err

@@ -133,3 +133,20 @@ def test_baddet_reproduction_full_path_both_detectors(tmp_path):
     assert len(result.tables["Clean fine-tuning (one-stage)"]) == 6  # OGA, RMA, GMA at 0.1x and 1x
     assert any(c.claim.startswith("Faster R-CNN, OGA") for c in result.claims)
     assert any(n.startswith("Detector Cleanse on OGA: the best variant") for n in result.notes)
+
+
+def test_otgnet_reproduction_code_path(tmp_path):
+    """The OTGNet reproduction on 2 tasks of 30 nodes per class, 2 epochs, three methods."""
+    from bastion.reproduce import otgnet
+
+    repro = otgnet.OTGNetReproduction(nodes_per_class=30, epochs=2, seeds=2, methods=["finetune", "joint", "otgnet"],
+                                      tasks=2)  # fmt: skip
+    result = repro.run(tmp_path, quick=False, seed=0, quiet=True)
+    main_table = next(v for k, v in result.tables.items() if k.startswith("Task scenario, fixed heads"))
+    assert [r["method"] for r in main_table] == ["finetune", "joint", "otgnet"]
+    assert "+-" in main_table[0]["AP"]  # two seeds: mean +- std
+    assert any(k.startswith("Task scenario, trained heads") for k in result.tables)
+    assert any(k.startswith("Class scenario") for k in result.tables)
+    texts = [c.claim for c in result.claims]
+    assert any("fine-tuning forgets" in t for t in texts) and any("heterophily drop" in t for t in texts)
+    assert (tmp_path / "ap_af.png").read_bytes()[:4] == b"\x89PNG"
