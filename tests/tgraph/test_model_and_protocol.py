@@ -74,3 +74,40 @@ def test_class_scenario_forgets_under_fine_tuning_more_than_joint_training():
     assert ft.af > 30 and ft.af > joint.af + 10, (ft.acc, joint.acc)
     with pytest.raises(ValueError, match="method"):
         run_protocol(g, "icarl")
+
+
+def test_jvp_importance_through_the_backbone_is_finite_and_equals_autograd():
+    """Early events have endpoints without neighbours: no NaN may leak through the attention (forward-mode
+    included), and the JVP equals the per-node backward passes."""
+    from torch.func import functional_call
+
+    from bastion.tgraph.selection import node_importance, node_importance_loop
+
+    g = small_graph()
+    torch.manual_seed(0)
+    model = TemporalBackbone(g.num_nodes, g.features.shape[1], g.num_classes, 3, d=8, dropout=0.0).eval()
+    model.reset_memory(0)
+    ev = torch.arange(0, 40)  # the very first events: many endpoints have no history yet
+    sampler = RecentNeighbourSampler(g.src, g.dst, g.ts)
+    assert not bool(sampler(g.src[ev], g.ts[ev]).mask.any(1).all())
+
+    class Losses(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self):
+            hu, _, _, _ = self.model(g.src[ev], g.dst[ev], g.ts[ev], g.features, g.node_labels, sampler)
+            logits, target = self.model.classify(hu, g.node_labels[g.src[ev]], 3)
+            return torch.nn.functional.cross_entropy(logits, target, reduction="none")
+
+    wrapper = Losses()
+    params = {n: p.detach() for n, p in model.named_parameters() if not n.startswith("w_e")}
+
+    def losses(p):
+        return functional_call(wrapper, {f"model.{k}": v for k, v in p.items()}, (), strict=False)
+
+    direction = {n: torch.randn_like(v) for n, v in params.items()}
+    fast, slow = node_importance(losses, params, direction), node_importance_loop(losses, params, direction)
+    assert bool(torch.isfinite(fast).all()) and bool(torch.isfinite(slow).all())
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-6)

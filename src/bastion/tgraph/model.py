@@ -119,8 +119,10 @@ class TemporalBackbone(nn.Module):
         key = self.w_k(torch.cat([h, torch.cos(dt[..., None] * self.omega)], -1))
         q = self.w_q(self._embed(w, x))
         score = F.leaky_relu(self.att(self.drop(torch.cat([q[:, None].expand_as(key), key], -1))).squeeze(-1), 0.2)
-        score = score.masked_fill(~nb.mask, float("-inf"))
-        alpha = torch.softmax(score, -1).nan_to_num(0.0)  # no neighbour at all: a zero message
+        # no NaN anywhere, forward or backward or forward-mode: a row without neighbours gets a zero message
+        none = ~nb.mask.any(1, keepdim=True)
+        score = score.masked_fill(~nb.mask, float("-inf")).masked_fill(none, 0.0)
+        alpha = torch.softmax(score, -1) * nb.mask
         return (alpha[..., None] * key).sum(1)
 
     def forward(
