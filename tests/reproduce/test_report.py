@@ -140,7 +140,7 @@ def test_otgnet_reproduction_code_path(tmp_path):
     from bastion.reproduce import otgnet
 
     repro = otgnet.OTGNetReproduction(nodes_per_class=30, epochs=2, seeds=2, methods=["finetune", "joint", "otgnet"],
-                                      tasks=2)  # fmt: skip
+                                      tasks=2, movielens=False)  # fmt: skip
     result = repro.run(tmp_path, quick=False, seed=0, quiet=True)
     main_table = next(v for k, v in result.tables.items() if k.startswith("Task scenario, fixed heads"))
     assert [r["method"] for r in main_table] == ["finetune", "joint", "otgnet"]
