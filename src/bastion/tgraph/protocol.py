@@ -15,7 +15,8 @@ Methods (one protocol for all): ``finetune``; ``joint`` (cumulative: task ``i`` 
 events of tasks 0..i, an upper bound); ``ewc`` (diagonal Fisher of each finished task, penalty
 ``ewc_lambda``); ``lwf`` (distillation of the old heads' outputs from the model as it was before the
 task, temperature 2); ``replay`` (random train events of every old class, ``replay_per_class`` of
-them, appended to every later batch with their nodes' memory from their task's snapshot; loss
+them: 40 by default, OTGNet's budget of 10 closed and 10 open triads of two edges each),
+appended to every later batch with their nodes' memory from their task's snapshot; loss
 ``0.5 mean(new) + 0.5 mean(replayed)``).
 """
 
@@ -303,7 +304,7 @@ def run_protocol(
     batch_size: int = 300,
     lr: float = 1e-3,
     ewc_lambda: float = 1000.0,
-    replay_per_class: int = 20,
+    replay_per_class: int = 40,
     fixed_heads: bool = False,
     pseudo_label: str = "causal",
     seed: int = 0,
