@@ -32,6 +32,9 @@ def test_triads_are_selected_per_class_and_replayed_with_pattern_pairs():
     assert runner.ib.club.y_dim == 3  # the bottleneck saw task 0's classes
     runner.train_task(1)  # replay and L_pat in the loop
     assert runner.ib.club.y_dim == 6
+    runner.model.ib_log.clear()
+    runner.evaluate(0, 6)  # evaluation streams (test nodes' labels) never feed the bottleneck
+    assert runner.model.ib_log == []
 
 
 def test_causal_pseudo_labels_ignore_the_future():

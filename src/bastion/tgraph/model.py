@@ -99,7 +99,7 @@ class TemporalBackbone(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def _log(self, inputs: torch.Tensor, labels: torch.Tensor) -> None:
-        if self.ib_log is not None:
+        if self.ib_log is not None and self.training:  # never from evaluation streams (test labels)
             self.ib_log.append((inputs.detach(), labels))
 
     def _embed(self, nodes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
