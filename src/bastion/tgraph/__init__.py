@@ -1,6 +1,6 @@
-"""Open temporal graphs (OTGNet, ICLR 2023; spec otgnet.md), issue #7, in progress.
+"""Open temporal graphs (OTGNet, ICLR 2023; spec otgnet.md), issue #7.
 
-Landed: the official file layout (reader with row-level errors, writer), the ``TemporalGraph``
+The official file layout (reader with row-level errors, writer), the ``TemporalGraph``
 container with tasks, the per-task 80/10/10 split with inductive test nodes, the vectorised
 most-recent-k neighbour sampler, the open temporal graph generator (presets, heterophily, old-link
 share, community nuisance, shared class subspace), AP / AF from an accuracy matrix, the temporal
@@ -9,8 +9,8 @@ joint, EWC, LwF and random-replay baselines; OTGNet's pieces: the information bo
 ``ib``), node importance by one JVP, triad enumeration and greedy selection (``selection``); the
 MovieLens-100K movie graph (``movielens``: 92,098 events, 1,211 nodes, as the spec measured). OTGNet
 assembled in the protocol (``otgnet``: IB message passing, causal or official pseudo labels, triad
-replay with memory snapshots and the link-pattern loss) with its two ablations. To come: the CLI
-``bastion tgraph run``, ``reproduce otgnet`` and the benchmarks.
+replay with memory snapshots and the link-pattern loss) with its two ablations. Command line:
+``bastion tgraph run``; reproduction: ``bastion reproduce otgnet``; benchmark: ``benchmarks/tgraph_bench.py``.
 """
 
 from .data import COLUMNS, TaskSplit, TemporalGraph, read_otg, split_tasks, write_otg
