@@ -225,3 +225,5 @@ def test_tgraph_run_on_an_official_layout_file(tmp_path, capsys):
     bad.write_text("u,i,ts,label_u,label_i,idx\n1,2,5,0,0,1\n2,3,4,0,0,2\n")
     assert main(["tgraph", "run", "--data", str(bad)]) == 2
     assert "column ts" in capsys.readouterr().err
+    assert main(["tgraph", "run", "--data", str(csv_path), "--num-classes", "4"]) == 2
+    assert "outside [0, 4)" in capsys.readouterr().err

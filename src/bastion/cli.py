@@ -536,6 +536,7 @@ def tgraph() -> None:
     "--features", type=click.Path(dir_okay=False), default=None, help="NAME_node.npy (default: next to the CSV)"
 )
 @click.option("--classes-per-task", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--num-classes", type=click.IntRange(min=1), default=None, help="labels must lie in [0, C) (CSV data)")
 @click.option("--scenario", type=click.Choice(["task", "class"]), default="task", show_default=True)
 @click.option("--d", "dim", type=click.IntRange(min=1), default=32, show_default=True, help="memory / embedding size")
 @click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
@@ -545,7 +546,8 @@ def tgraph() -> None:
 @click.option("--pseudo-label", type=click.Choice(["causal", "official"]), default="causal", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="write the accuracy matrix, AP, AF (JSON)")
-def tgraph_run(method: str, data: str, features: str | None, classes_per_task: int, scenario: str, dim: int,
+def tgraph_run(method: str, data: str, features: str | None, classes_per_task: int, num_classes: int | None,
+               scenario: str, dim: int,
                epochs: int, patience: int, lr: float, fixed_heads: bool, pseudo_label: str, seed: int,
                out: str | None) -> None:  # fmt: skip
     """Learn the tasks of a temporal graph in order; print the accuracy matrix, AP and AF."""
@@ -562,7 +564,7 @@ def tgraph_run(method: str, data: str, features: str | None, classes_per_task: i
 
             graph = movielens_graph(classes_per_task=classes_per_task)
         else:
-            graph = read_otg(data, features, classes_per_task=classes_per_task)
+            graph = read_otg(data, features, classes_per_task=classes_per_task, num_classes=num_classes)
         result = run_protocol(graph, method, scenario=scenario, d=dim, epochs=epochs, patience=patience, lr=lr,
                               fixed_heads=fixed_heads, pseudo_label=pseudo_label, seed=seed, quiet=False)  # fmt: skip
     except (ValueError, DataError, FileNotFoundError) as exc:

@@ -112,7 +112,24 @@ def _write(tmp_path, rows, header="u,i,ts,label_u,label_i,idx", feats=None):
         (["1,2,5,0,1,1", "1,3,6,2,0,2"], None, 4, r"column label_u, row 2 \(line 3\): node 1 has label 2"),
         (["0,2,5,0,0,1"], None, 3, r"column u, row 1 \(line 2\): node id 0"),
         (["1,2,5,0,0,1"], None, 5, r"5 feature rows, expected max node id \+ 1 = 3"),
-        (["1,2,5,3,3,1", "3,4,6,0,0,2"], None, 5, r"row 2 \(line 3\): event of task 0 after one of task 1"),
+        (
+            ["1,2,5,3,3,1", "3,4,6,0,0,2", "5,6,7,1,2,3"],
+            None,
+            7,
+            r"row 2 \(line 3\): event of task 0 after one of task 1",
+        ),
+        (
+            ["1,2,5,0,0,1", "2,5,6,0,0,2", "3,4,7,1,1,3", "6,5,8,3,0,4"],
+            None,
+            7,
+            r"column label_u, row 3 \(line 4\): .* row 4|column label_u, row 4 \(line 5\): label 3 outside \[0, 2\)",
+        ),
+        (
+            ["7,5,5,0,0,1", "1,2,6,0,0,2", "5,3,7,2,0,3"],
+            None,
+            8,
+            r"column label_u, row 3 \(line 4\): node 5 has label 2, earlier 0",
+        ),
         (["1,2,x,0,0,1"], None, 3, r"column ts, line 2: 'x' is not a number"),
     ],
 )

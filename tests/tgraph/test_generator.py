@@ -24,15 +24,24 @@ def test_heterophily_and_old_link_share_follow_the_knobs(h):
 
 
 def test_class_means_share_one_low_rank_subspace_and_the_seed_fixes_the_graph():
-    g = open_temporal_graph("taobao_like", tasks=2, nodes_per_class=80, events_per_node=2, class_rank=4,
-                            communities=1, noise=0.5, seed=2)  # fmt: skip
+    g = open_temporal_graph("yelp_like", nodes_per_class=80, events_per_node=2, class_rank=4, communities=1,
+                            noise=0.5, seed=2)  # fmt: skip
     labels = g.node_labels[1:]
     means = torch.stack([g.features[1:][labels == c].mean(0) for c in range(g.num_classes)])
     sv = torch.linalg.svdvals(means - means.mean(0))  # one community: its offset cancels
-    assert float(sv[4] / sv[3]) < 0.25, sv  # 20 class means in a rank-4 subspace (+ sampling noise)
-    again = open_temporal_graph("taobao_like", tasks=2, nodes_per_class=80, events_per_node=2, class_rank=4,
-                                communities=1, noise=0.5, seed=2)  # fmt: skip
+    assert float(sv[4] / sv[3]) < 0.25, sv  # 15 class means in a rank-4 subspace (+ sampling noise)
+    again = open_temporal_graph("yelp_like", nodes_per_class=80, events_per_node=2, class_rank=4, communities=1,
+                                noise=0.5, seed=2)  # fmt: skip
     assert torch.equal(g.src, again.src) and torch.equal(g.features, again.features)
+    # taobao_like: 10 classes per task get 10 orthogonal means (a rank-10 subspace by default)
+    tb = open_temporal_graph("taobao_like", tasks=1, nodes_per_class=60, events_per_node=2, communities=1,
+                             noise=0.2, seed=2)  # fmt: skip
+    lab = tb.node_labels[1:]
+    m = torch.stack([tb.features[1:][lab == c].mean(0) for c in range(10)])
+    d = torch.cdist(m, m) + torch.eye(10) * 1e9
+    assert float(d.min()) > 0.9 * float(d[d < 1e8].max()), d  # all pairs sqrt(2) |mu| apart: none shared
+    with pytest.raises(ValueError, match="class_rank"):
+        open_temporal_graph("taobao_like", class_rank=4)
     with pytest.raises(ValueError, match="preset"):
         open_temporal_graph("wiki")
     with pytest.raises(ValueError, match="h must be"):

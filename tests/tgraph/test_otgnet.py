@@ -66,3 +66,26 @@ def test_otgnet_variants_run_reproducibly(method):
     b = run_protocol(g, method, epochs=2, patience=2, seed=1)
     assert torch.equal(a.acc.nan_to_num(-1), b.acc.nan_to_num(-1))
     assert 0 <= a.ap <= 100
+
+
+def test_no_test_node_true_label_reaches_the_filter():
+    g = small_graph()
+    runner = _runner(g)
+    events = torch.arange(g.num_events)
+    batch = events[g.task == 1][40:80]
+    labels = runner._pseudo_labels(1, events)(batch)
+    test_nodes = (runner.split.role == 2).nonzero().flatten()
+    runner.labels = runner.labels.clone()
+    runner.labels[test_nodes] = (runner.labels[test_nodes] + 1) % g.num_classes  # scramble the truth
+    assert torch.equal(runner._pseudo_labels(1, events)(batch)[test_nodes], labels[test_nodes])
+
+
+def test_new_event_loss_weights_by_hand():
+    from bastion.tgraph.otgnet import new_event_loss
+
+    # src side: classes 3, 3, 4, 1 (current task: 3..5); dst side: 5, 5, 5, 5
+    labels = torch.tensor([3, 3, 4, 1, 5, 5, 5, 5])
+    losses = torch.tensor([1.0, 2.0, 3.0, 4.0, 1.0, 1.0, 1.0, 1.0])
+    # src: n_new = 3 -> w(3) = 1/3, w(4) = 2/3, old class 1 -> 1; dst: n_new = 4, all class 5 -> w = 0
+    expected = (1 / 3 * 1 + 1 / 3 * 2 + 2 / 3 * 3 + 1 * 4 + 0 + 0 + 0 + 0) / 8
+    assert float(new_event_loss(losses, labels, 3, 6)) == pytest.approx(expected)

@@ -127,9 +127,9 @@ def _validate(src, dst, ts, label_src, label_dst, features, k: int, file: str, r
         i = int(dec[0]) + 1
         raise DataError(f"{file}: column ts, {_where(rows, i)}: time {float(ts[i])} is before the previous "
                         f"event's {float(ts[i - 1])}; events must be sorted by ts")  # fmt: skip
-    # one label per node: compare every occurrence with the first one
-    nodes = torch.cat([src, dst])
-    labels = torch.cat([label_src, label_dst])
+    # one label per node: compare every occurrence with the first one, occurrences in file order (u, i, u, i...)
+    nodes = torch.stack([src, dst], 1).flatten()
+    labels = torch.stack([label_src, label_dst], 1).flatten()
     order = torch.argsort(nodes, stable=True)
     sn, sl = nodes[order], labels[order]
     first = torch.ones_like(sn, dtype=torch.bool)
@@ -138,10 +138,19 @@ def _validate(src, dst, ts, label_src, label_dst, features, k: int, file: str, r
     clash = (sl != sl[start]).nonzero()
     if len(clash):
         j = int(order[int(clash[0])])
-        col, i = ("label_u", j) if j < len(src) else ("label_i", j - len(src))
+        col, i = ("label_u" if j % 2 == 0 else "label_i"), j // 2
         node = int(nodes[j])
         raise DataError(f"{file}: column {col}, {_where(rows, i)}: node {node} has label {int(labels[j])}, "
                         f"earlier {int(sl[start[int(clash[0])]])}; a node keeps one label")  # fmt: skip
+    # labels 0..C-1 with none skipped (a skipped class would leave a task without classes)
+    present = torch.zeros(int(labels.max()) + 1, dtype=torch.bool)
+    present[labels] = True
+    if not bool(present.all()):
+        gap = int((~present).nonzero()[0])
+        j = int((labels > gap).nonzero()[0])
+        col, i = ("label_u" if j % 2 == 0 else "label_i"), j // 2
+        raise DataError(f"{file}: column {col}, {_where(rows, i)}: label {int(labels[j])} outside [0, {gap}): "
+                        f"labels must be numbered 0..C-1 in arrival order and class {gap} never occurs")  # fmt: skip
     max_id = int(nodes.max())
     if len(features) != max_id + 1:
         raise DataError(f"{file}: features have {len(features)} rows, expected max node id + 1 = {max_id + 1}")

@@ -4,7 +4,9 @@ reproduction" [R]).
 Classes arrive ``classes_per_task`` at a time. Node ``v`` of class ``y`` in community ``g`` has features
 ``x_v = mu_y + s_g + eps``: the class means ``mu_c`` all lie in one shared rank-``class_rank`` subspace
 (tasks compete for the same directions, so fine-tuning forgets); a task's means are orthogonal
-directions of its own random frame in that subspace (every task equally separable), and the community offsets ``s_g``
+directions of its own random frame in that subspace (every task equally separable). The subspace has
+rank ``max(4, classes_per_task)`` unless ``class_rank`` says otherwise (the spec's rank 4; taobao_like's
+10 classes per task need 10), and the community offsets ``s_g``
 (``nuisance`` times the norm of a class mean) are a class-agnostic nuisance shared across classes, which
 neighbours of the same community help remove. Task ``t``'s events start at its new-class nodes, each
 active in a burst around its own time; the partner is in the same community and is of the same class
@@ -44,7 +46,7 @@ def open_temporal_graph(
     nodes_per_class: int = 200,
     events_per_node: int = 8,
     features: int = 32,
-    class_rank: int = 4,
+    class_rank: int | None = None,
     communities: int = 4,
     nuisance: float = 2.0,
     noise: float = 3.0,
@@ -64,7 +66,10 @@ def open_temporal_graph(
     n_per = check_int(nodes_per_class, "nodes_per_class", minimum=2)
     epn = check_int(events_per_node, "events_per_node", minimum=1)
     f = check_int(features, "features", minimum=1)
-    rank = check_int(class_rank, "class_rank", minimum=1, maximum=f)
+    rank = check_int(class_rank if class_rank is not None else max(4, k), "class_rank", minimum=1, maximum=f)
+    if rank < k:
+        raise ValueError(f"class_rank must be >= classes_per_task ({k}) so that a task's classes get distinct "
+                         f"orthogonal means, got {rank}")  # fmt: skip
     n_comm = check_int(communities, "communities", minimum=1)
     nuisance = check_float(nuisance, "nuisance", minimum=0)
     noise = check_float(noise, "noise", minimum=0)
@@ -79,8 +84,8 @@ def open_temporal_graph(
     # task is equally separable and all tasks compete for the same few directions
     coords = []
     for _ in range(n_tasks):
-        frame = torch.linalg.qr(torch.randn(rank, max(k, rank), generator=gen))[0]
-        coords.append(frame[:, torch.arange(k) % frame.shape[1]].T)
+        frame = torch.linalg.qr(torch.randn(rank, rank, generator=gen))[0]
+        coords.append(frame[:, :k].T)
     mu = torch.cat(coords) @ basis.T * math.sqrt(f) * 0.5  # every class mean of the same norm
     s = torch.randn(n_comm, f, generator=gen)
     s = s / s.norm(dim=1, keepdim=True) * nuisance * mu.norm(dim=1).mean()

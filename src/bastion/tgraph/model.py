@@ -7,7 +7,9 @@ before ``t`` give ``h_j = W_f [m_j || x_j]`` (``m`` the node memory, ``x`` the f
 cosine time encoding ``cos(omega (t - t_j))``, ``omega = 10^-linspace(0, 9, 5)``:
 ``key_j = [h_j || cos(.)] W_k``, ``q = W_f[m_w || x_w] W_q``,
 ``alpha = softmax_j LeakyReLU_0.2(a . dropout([q || key_j]))``, ``msg_w = sum_j alpha_j key_j``; if
-``y_u != y_v`` both messages pass through ``class_agnostic`` too. Memory without a GRU:
+``y_u != y_v`` both messages pass through ``class_agnostic`` too (inputs detached, as the official
+``message.data``). One deliberate change: padded neighbour slots are masked out of the softmax (the
+official code lets the zero-memory padding rows take attention weight). Memory without a GRU:
 ``e = [tanh([msg_u || msg_v]) || tanh(W_e f_uv)]`` (``f_uv`` = 5 zeros, no edge features),
 ``m_w <- tanh(W_uc [m_w || e])`` for both ends with the same ``e``. Classification after the update:
 ``logits_w = H(dropout(relu(W_c1 [m_w || x_w])))`` with ``W_c1`` to 128 and one head per task
@@ -26,7 +28,12 @@ from torch import nn
 from ..core.checks import check_float, check_int
 from .sampler import RecentNeighbourSampler
 
-__all__ = ["TemporalBackbone"]
+__all__ = ["TemporalBackbone", "interleave"]
+
+
+def interleave(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Rows of the src side and the dst side of a batch in event order: a0, b0, a1, b1, ..."""
+    return torch.stack([a, b], 1).flatten(0, 1)
 
 
 class TemporalBackbone(nn.Module):
@@ -90,7 +97,8 @@ class TemporalBackbone(nn.Module):
         self.memory.copy_(mem)
 
     def write_memory(self, nodes: torch.Tensor, values: torch.Tensor) -> None:
-        """Write (detached) values; for a node written several times in the batch the last write wins."""
+        """Write (detached) values; for a node written several times the last row wins (pass the rows in
+        event order, e.g. through :func:`interleave`)."""
         n = len(nodes)
         last = torch.full((self.num_nodes + 1,), -1, dtype=torch.int64)
         last.scatter_reduce_(0, nodes, torch.arange(n), reduce="amax")
@@ -144,10 +152,11 @@ class TemporalBackbone(nn.Module):
         if self.class_agnostic is not None:
             differ = labels[src] != labels[dst]
             if bool(differ.any()):
-                self._log(msg_u[differ].detach(), labels[src][differ])
-                self._log(msg_v[differ].detach(), labels[dst][differ])
-                msg_u = msg_u.masked_scatter(differ[:, None], self.class_agnostic(msg_u[differ]))
-                msg_v = msg_v.masked_scatter(differ[:, None], self.class_agnostic(msg_v[differ]))
+                mu_in, mv_in = msg_u[differ].detach(), msg_v[differ].detach()  # official: message.data
+                self._log(mu_in, labels[src][differ])
+                self._log(mv_in, labels[dst][differ])
+                msg_u = msg_u.masked_scatter(differ[:, None], self.class_agnostic(mu_in))
+                msg_v = msg_v.masked_scatter(differ[:, None], self.class_agnostic(mv_in))
         edge = torch.tanh(self.w_e(torch.zeros(len(src), 5)))
         e = torch.cat([torch.tanh(torch.cat([msg_u, msg_v], -1)), edge], -1)  # one event vector for both ends
         mem_u = torch.tanh(self.w_uc(torch.cat([self.memory[src], e], -1)))

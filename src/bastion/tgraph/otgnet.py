@@ -12,7 +12,8 @@ greedily for importance and coverage (``sk = 1000`` best candidates, ``M = 10`` 
 class, ``gamma = 20``, radius = the 21st smallest of 100 random candidate distances, set at the first
 selection); with fewer than 5 triads, single events stand in. Their edges are replayed in every
 later batch with the memory of the triad nodes and their 5 neighbours restored from the task's snapshot;
-the loss is ``0.5 mean(new, class-weighted (n_new - n_c) / n_new) + 0.5 mean(replayed) + 0.5 L_pat``,
+the loss is ``0.5 mean(w * new) + 0.5 mean(replayed) + 0.5 L_pat`` with the official class weights
+``w = (n_new - n_c) / n_new`` on the current task's classes, per side (``new_event_loss``),
 ``L_pat`` the BCE of ``sigmoid(m_a . m_b)``, closing pairs positive and open ends negative, over the
 number of closing pairs.
 
@@ -29,11 +30,12 @@ from torch import nn
 from torch.func import functional_call
 
 from .ib import InformationBottleneck
+from .model import interleave
 from .protocol import _batches, _Runner
 from .sampler import RecentNeighbourSampler
 from .selection import enumerate_triads, greedy_select, node_importance
 
-__all__ = ["OTGNetRunner"]
+__all__ = ["OTGNetRunner", "new_event_loss"]
 
 
 class _Losses(nn.Module):
@@ -48,6 +50,22 @@ class _Losses(nn.Module):
         lu, tu = self.model.classify(hu[pick_u], labels[src[pick_u]], seen)
         lv, tv = self.model.classify(hv[pick_v], labels[dst[pick_v]], seen)
         return torch.cat([F.cross_entropy(lu, tu, reduction="none"), F.cross_entropy(lv, tv, reduction="none")])
+
+
+def new_event_loss(losses: torch.Tensor, labels: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """The official class weighting of the new events' losses: ``losses`` and ``labels`` hold the src side
+    then the dst side (equal halves); classes in ``[lo, hi)`` are the current task's."""
+    half = len(losses) // 2
+    weights = []
+    for lab in (labels[:half], labels[half:]):
+        new = (lab >= lo) & (lab < hi)
+        counts = torch.bincount(lab[new] - lo, minlength=hi - lo).double()
+        n_new = float(counts.sum())
+        w = torch.ones(len(lab), dtype=torch.float64)
+        if n_new > 0:
+            w[new] = (n_new - counts[lab[new] - lo]) / n_new
+        weights.append(w)
+    return (losses * torch.cat(weights).to(losses.dtype)).mean()
 
 
 class OTGNetRunner(_Runner):
@@ -74,11 +92,9 @@ class OTGNetRunner(_Runner):
         return [p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith("class_agnostic")]
 
     def _new_mean(self, losses, nodes, seen):
-        labels = self.labels[nodes]
-        counts = torch.bincount(labels, minlength=seen).double()
-        n_new = float(counts.sum())
-        w = (n_new - counts[labels]) / n_new
-        return (losses * w).sum() / w.sum().clamp_min(1e-12)
+        """``mean(w * loss)`` with, per side (src, dst), ``w = (n_new - n_c) / n_new`` for endpoints of the
+        current task's classes (``n_new`` of them on that side, ``n_c`` of class ``c``) and 1 for others."""
+        return new_event_loss(losses, self.labels[nodes], seen - self.g.classes_per_task, seen)
 
     def _extra_loss(self, src, dst, mu, mv, n):
         if not len(self.pairs_pos) and not len(self.pairs_neg):
@@ -128,12 +144,14 @@ class OTGNetRunner(_Runner):
             fixed[test_nodes] = vote(test_nodes, torch.full((len(test_nodes),), float("inf")))
             return lambda batch: fixed
 
+        test_nodes = is_test.nonzero().flatten()
+
         def causal(batch: torch.Tensor) -> torch.Tensor:
+            # every test node (in the batch or a neighbour of it) gets its vote as of the batch's start:
+            # no test node's true label ever reaches the filter
             labels = self.labels.clone()
-            nodes = torch.unique(torch.cat([g.src[batch], g.dst[batch]]))
-            nodes = nodes[is_test[nodes]]
-            if len(nodes):
-                labels[nodes] = vote(nodes, torch.full((len(nodes),), float(g.ts[batch].min())))
+            if len(test_nodes):
+                labels[test_nodes] = vote(test_nodes, torch.full((len(test_nodes),), float(g.ts[batch].min())))
             return labels
 
         return causal
@@ -165,9 +183,9 @@ class OTGNetRunner(_Runner):
         model.reset_memory(self.seed * 1000 + 999)
         for ev in _batches(cur, 100):
             src, dst = g.src[ev], g.dst[ev]
-            pick_u, pick_v = self._first(src, done), None
+            first = self._first(interleave(src, dst), done)  # in event order: src, dst, src, dst, ...
+            pick_u, pick_v = first[0::2], first[1::2]
             done[src[pick_u]] = True
-            pick_v = self._first(dst, done)
             done[dst[pick_v]] = True
             if bool(pick_u.any() or pick_v.any()):
 
@@ -205,7 +223,7 @@ class OTGNetRunner(_Runner):
     def _write(self, ev, sampler) -> None:
         with torch.no_grad():
             _, _, mu, mv = self.model(self.g.src[ev], self.g.dst[ev], self.g.ts[ev], self.x, self.labels, sampler)
-        self.model.write_memory(torch.cat([self.g.src[ev], self.g.dst[ev]]), torch.cat([mu, mv]))
+        self.model.write_memory(interleave(self.g.src[ev], self.g.dst[ev]), interleave(mu, mv))
 
     def _after_task(self, t, cur, sampler, seen) -> None:
         if t == self.g.num_tasks - 1:

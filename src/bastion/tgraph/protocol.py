@@ -34,7 +34,7 @@ from ..core.progress import progress
 from ..core.seed import seed_everything
 from .data import TaskSplit, TemporalGraph, split_tasks
 from .metrics import average_forgetting, average_performance
-from .model import TemporalBackbone
+from .model import TemporalBackbone, interleave
 from .sampler import Neighbours, RecentNeighbourSampler
 
 __all__ = ["METHODS", "ProtocolResult", "run_protocol"]
@@ -118,12 +118,12 @@ class _Runner:
             for ev in _batches(events, self.batch):
                 labels = None if pseudo is None else pseudo(ev)
                 src, dst, hu, hv, mu, mv = self._step(ev, sampler, seen, grad=False, filter_labels=labels)
-                for nodes, h in ((src, hu), (dst, hv)):
-                    logits, _ = self.model.classify(h, self.labels[nodes], seen)
-                    for n, p in zip(nodes.tolist(), logits.argmax(1).tolist(), strict=True):
-                        preds[n] = p
+                nodes, hidden = interleave(src, dst), interleave(hu, hv)  # event order: the last event wins
+                logits, _ = self.model.classify(hidden, self.labels[nodes], seen)
+                for n, p in zip(nodes.tolist(), logits.argmax(1).tolist(), strict=True):
+                    preds[n] = p
                 if write:
-                    self.model.write_memory(torch.cat([src, dst]), torch.cat([mu, mv]))
+                    self.model.write_memory(nodes, interleave(mu, mv))
         return preds
 
     def _accuracy(self, preds: dict, nodes: torch.Tensor, seen: int) -> float:
@@ -178,7 +178,7 @@ class _Runner:
                 loss.backward()
                 opt.step()
                 self._after_step(epoch, seen)
-                self.model.write_memory(torch.cat([src[:n], dst[:n]]), torch.cat([mu[:n], mv[:n]]))
+                self.model.write_memory(interleave(src[:n], dst[:n]), interleave(mu[:n], mv[:n]))
                 self.trained_events += n
             # validation: stream train then val with a fresh memory; score val nodes at their last val event
             self.model.reset_memory(self.seed * 1000 + epoch)
