@@ -179,3 +179,11 @@ def test_background_crops_overlap_no_object():
         background_crops(blank.images, full, size=10)
     with pytest.raises(ValueError, match="size"):
         background_crops(blank.images, blank_targets, size=100)
+
+
+def test_cleanse_rejects_images_outside_zero_one_and_wrong_shapes():
+    dc = DetectorCleanse(n_features=2)
+    with pytest.raises(ValueError, match="clean_images"):
+        dc.calibrate(Scripted(), torch.rand(2, 3, 64, 64) * 2, [torch.rand(3, 8, 8)])
+    with pytest.raises(ValueError, match="clean_images"):
+        dc.calibrate(Scripted(), torch.rand(3, 64, 64), [torch.rand(3, 8, 8)])

@@ -148,3 +148,11 @@ def test_labels_beyond_num_classes_and_missing_files(tmp_path):
         read_otg(tmp_path / "none.csv")
     with pytest.raises(FileNotFoundError):
         read_otg(path, features=tmp_path / "none.npy")
+
+
+def test_nan_features_are_refused():
+    g = tiny_graph()
+    x = g.features.clone()
+    x[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        TemporalGraph(g.src, g.dst, g.ts, g.label_src, g.label_dst, x, 2)

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_iou
 
-from ..core.checks import check_float, check_int
+from ..core.checks import check_float, check_image_batch, check_int
 from ..core.progress import progress
 
 __all__ = ["CleanseResult", "DetectorCleanse", "background_crops", "object_crops"]
@@ -212,6 +212,7 @@ class DetectorCleanse:
         self, detector, clean_images: torch.Tensor, features: Sequence[torch.Tensor], *, quiet: bool = True
     ) -> DetectorCleanse:
         """Set ``m`` and ``delta`` from clean images through the deployed detector; keep ``features``."""
+        clean_images = check_image_batch(clean_images, "clean_images")
         if len(features) == 0:
             raise ValueError("features must hold at least one clean object crop (see object_crops)")
         self.features = [f.float() for f in features]
@@ -229,6 +230,7 @@ class DetectorCleanse:
         """Flag ``images``; ``calibrate`` first."""
         if self.m is None or self.delta is None:
             raise RuntimeError("call calibrate(detector, clean_images, features) before using DetectorCleanse")
+        images = check_image_batch(images, "images")
         entropies, boxes = self._scan(detector, images, quiet, "Detector Cleanse")
         flags, suspects, scores = [], [], []
         for e, b in zip(entropies, boxes, strict=True):

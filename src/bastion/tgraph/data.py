@@ -108,6 +108,8 @@ def _validate(src, dst, ts, label_src, label_dst, features, k: int, file: str, r
     """Every rule of the official layout; ``rows`` maps event index -> file line for messages."""
     if features.ndim != 2 or len(features) < 1:
         raise DataError(f"{file}: features must be (num_nodes + 1, F), got shape {tuple(features.shape)}")
+    if not bool(torch.isfinite(features).all()):
+        raise DataError(f"{file}: features contain NaN or inf")
     for col, ids in (("u", src), ("i", dst)):
         bad = (ids <= 0).nonzero()
         if len(bad):

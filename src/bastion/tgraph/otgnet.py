@@ -243,9 +243,8 @@ class OTGNetRunner(_Runner):
             for kind, triads in (("closed", closed), ("open", open_)):
                 if len(triads) < 5:  # single events stand in as degenerate triads
                     both = cur[(self.labels[g.src[cur]] == c) & (self.labels[g.dst[cur]] == c)]
-                    triads = [(int(g.src[e]), int(g.dst[e]), int(g.src[e])) for e in both.tolist()]
-                    if kind == "open":
-                        triads = [(a, b, c2) for c2, a, b in triads]
+                    # (s, d, d): the event s-d is the one edge replayed, and no pattern pair is formed
+                    triads = [(int(g.src[e]), int(g.dst[e]), int(g.dst[e])) for e in both.tolist()]
                 if not triads:
                     continue
                 nodes = torch.tensor(triads)
