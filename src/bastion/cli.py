@@ -581,6 +581,81 @@ def tgraph_run(method: str, data: str, features: str | None, classes_per_task: i
         click.echo(f"wrote {out}")
 
 
+# --------------------------------------------------------------------------- train
+@cli.group()
+def train() -> None:
+    """Sharded data-parallel training (PaRO strategy words p g os): plan with the cost model."""
+
+
+@train.command("advise")
+@click.option("--params", type=click.FloatRange(min=0, min_open=True), required=True, help="Ψ, e.g. 7e9")
+@click.option("--ranks", type=click.IntRange(min=1), required=True, help="n GPUs, a multiple of --group-size")
+@click.option("--group-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="m GPUs per node (fast links inside)")  # fmt: skip
+@click.option("--intra-gbps", type=click.FloatRange(min=0, min_open=True), default=240.0, show_default=True,
+              help="GB/s (1e9 bytes/s) per GPU inside a node")  # fmt: skip
+@click.option("--inter-gbps", type=click.FloatRange(min=0, min_open=True), default=25.0, show_default=True,
+              help="GB/s (1e9 bytes/s) per node between nodes (all its NICs)")  # fmt: skip
+@click.option("--intra-latency-us", type=click.FloatRange(min=0), default=3.0, show_default=True)
+@click.option("--inter-latency-us", type=click.FloatRange(min=0), default=10.0, show_default=True)
+@click.option("--memory-gib", type=click.FloatRange(min=0, min_open=True), default=80.0, show_default=True,
+              help="GPU memory, GiB (2^30 bytes)")  # fmt: skip
+@click.option("--peak-tflops", type=click.FloatRange(min=0, min_open=True), default=312.0, show_default=True,
+              help="dense bf16 TFLOP/s per GPU")  # fmt: skip
+@click.option("--mfu", type=click.FloatRange(min=0, max=1, min_open=True), default=0.45, show_default=True)
+@click.option("--trainable", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True,
+              help="trained fraction Ψ'/Ψ (PEFT: e.g. 0.003)")  # fmt: skip
+@click.option("--grad-accum", type=click.IntRange(min=1), default=4, show_default=True, help="A micro-steps per step")
+@click.option("--micro-batch", type=click.IntRange(min=1), default=2, show_default=True, help="sequences per GPU")
+@click.option("--seq", type=click.IntRange(min=1), default=2048, show_default=True)
+@click.option("--layers", type=click.IntRange(min=1), default=None, help="default: the nearest LLaMA preset's")
+@click.option("--hidden", type=click.IntRange(min=1), default=None, help="default: the nearest LLaMA preset's")
+@click.option("--precision", type=click.Choice(["bf16", "fp32", "fp64"]), default="bf16", show_default=True)
+@click.option("--checkpointing/--no-checkpointing", default=True, show_default=True, help="activation recompute")
+@click.option("--json", "as_json", is_flag=True, help="print the rows as JSON")
+def train_advise(params: float, ranks: int, group_size: int, intra_gbps: float, inter_gbps: float,
+                 intra_latency_us: float, inter_latency_us: float, memory_gib: float, peak_tflops: float, mfu: float,
+                 trainable: float, grad_accum: int, micro_batch: int, seq: int, layers: int | None,
+                 hidden: int | None, precision: str, checkpointing: bool, as_json: bool) -> None:  # fmt: skip
+    """Rank the PaRO words (and flat ZeRO-1/2/3) by predicted tokens/s; those that fit in memory first.
+
+    An alpha-beta model (bastion.distributed.costmodel): no overlap of communication and compute; GB/s are
+    1e9 bytes/s.
+    """
+    import json
+
+    from .core.report import to_jsonable
+    from .distributed.costmodel import ClusterSpec, advise, custom_model
+
+    try:
+        model = custom_model(params, layers, hidden, seq)
+        cluster = ClusterSpec("custom", group_size=group_size, bw_intra=intra_gbps * 1e9, bw_inter=inter_gbps * 1e9,
+                              alpha_intra=intra_latency_us * 1e-6, alpha_inter=inter_latency_us * 1e-6,
+                              memory_gib=memory_gib, peak_flops=peak_tflops * 1e12, hbm_bw=2.0e12)  # fmt: skip
+        rows = advise(model, cluster, ranks, grad_accum, micro_batch, trainable, precision=precision,
+                      checkpointing=checkpointing, mfu=mfu)  # fmt: skip
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(to_jsonable({"model": model, "cluster": cluster, "ranks": ranks, "grad_accum": grad_accum,
+                                           "micro_batch": micro_batch, "trainable": trainable, "rows": rows}),
+                              indent=2))  # fmt: skip
+        return
+    g = ranks // group_size
+    click.echo(f"Ψ = {params:.3g} ({model.layers} layers, hidden {model.hidden}), Ψ'/Ψ = {trainable:g}, {precision}; "
+               f"{ranks} GPUs = {g} x {group_size}, {intra_gbps:g} / {inter_gbps:g} GB/s intra / inter, "
+               f"{memory_gib:g} GiB; A = {grad_accum}, micro-batch {micro_batch} x {seq} tokens")  # fmt: skip
+    table = [{"rank": r["rank"], "strategy": r["strategy"], "fits": r["fits"],
+              "tokens/s": round(r["tokens_per_s"]), "vs best": round(r["vs_best"], 3),
+              "step s": r["step_s"], "compute s": r["compute_s"], "comm s": r["comm_s"],
+              "intra GB": r["intra_gb"], "inter GB": r["inter_gb"] + r["cross_gb"],
+              "memory GiB": round(r["memory_gib"], 1), "states GiB": round(r["states_gib"], 1)}
+             for r in rows]  # fmt: skip
+    click.echo(markdown_table(table, floatfmt=".3g"))
+    click.echo("GB sent per GPU per step (1e9 bytes); inter GB of zero1/2/3 are flat-ring bytes that cross nodes. "
+               "memory = model states + activations + one gathered layer (buffers).")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bastion`` console script."""
     try:

@@ -1,0 +1,226 @@
+"""PaRO checkpoints: sharded (each rank its own shards) and consolidated (whole tensors), safetensors + JSON.
+
+No pickle anywhere: tensors go to ``.safetensors`` files, everything else to ``meta.json``.
+
+* **Sharded** -- ``DIR/rank{r}.safetensors`` with this rank's parameter shards, master copies and
+  optimizer-state shards. Fast, but it loads only under the same word, world size, group size and
+  precision.
+* **Consolidated** -- ``DIR/model.safetensors`` (every parameter, original name and shape, master
+  precision) and ``DIR/optimizer.safetensors`` (``NAME::STATE``), written by rank 0. It loads under any
+  word, world size or group size: each rank slices what it owns.
+
+A checkpoint is complete once ``meta.json`` exists: it is written last, after every rank has written
+its file, into a temporary directory that is then renamed. :func:`latest_checkpoint` therefore never
+returns a half-written one (a rank killed mid-save leaves only a ``*.tmp`` directory).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .engine import PaRO
+
+__all__ = ["latest_checkpoint", "load_checkpoint", "model_fingerprint", "save_checkpoint"]
+
+FORMAT = "bastion-paro"
+VERSION = 1
+
+
+def model_fingerprint(engine: PaRO) -> str:
+    """SHA-256 of the parameter names, shapes and trainability, in unit order."""
+    h = hashlib.sha256()
+    for u in engine.units:
+        for f in u.flats:
+            for s in f.slots:
+                h.update(f"{s.name}:{tuple(s.shape)}:{f.trainable};".encode())
+    return h.hexdigest()
+
+
+def _barrier(engine: PaRO) -> None:
+    if engine.topo.n > 1:
+        dist.barrier(group=engine.topo.world)
+
+
+def _scalar(v: torch.Tensor) -> torch.Tensor:
+    return v.detach().reshape(1).clone()
+
+
+def save_checkpoint(
+    engine: PaRO, directory: str | Path, *, consolidated: bool = False, extra: dict | None = None
+) -> Path:
+    """Save at a step boundary (collective: call on every rank). Returns the checkpoint directory.
+
+    ``extra`` (JSON-serialisable, from rank 0) is stored in ``meta.json``, e.g. the data position.
+    """
+    if engine.micro != 0:
+        raise ValueError(f"save_checkpoint must be called at a step boundary; {engine.micro} backward passes pending")
+    final = Path(directory)
+    tmp = final.with_name(final.name + ".tmp")
+    rank = engine.topo.rank
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier(engine)
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": "consolidated" if consolidated else "sharded",
+        "strategy": engine.strategy,
+        "world_size": engine.topo.n,
+        "group_size": engine.topo.m,
+        "mixed_precision": engine.mixed_precision,
+        "steps": engine.steps,
+        "fingerprint": model_fingerprint(engine),
+        "optimizer": type(engine.optimizer).__name__,
+        "param_groups": [
+            {k: v for k, v in g.items() if k != "params" and _jsonable(v)} for g in engine.optimizer.param_groups
+        ],
+        "extra": extra or {},
+    }
+    if consolidated:
+        params, states = engine.full_state()
+        if rank == 0:
+            save_file({k: v.contiguous() for k, v in params.items()}, str(tmp / "model.safetensors"))
+            flat_states = {
+                f"{name}::{key}": (v.contiguous() if v.dim() > 0 else _scalar(v))
+                for name, st in states.items()
+                for key, v in st.items()
+            }
+            save_file(flat_states, str(tmp / "optimizer.safetensors"))
+    else:
+        tensors: dict[str, torch.Tensor] = {}
+        for i, f in enumerate(_flats(engine)):
+            tensors[f"{i}.param"] = f.persistent.contiguous()
+            if f.trainable:
+                if engine.compute_dtype is not None:
+                    tensors[f"{i}.master"] = f.master.detach().contiguous()
+                for key, v in engine.optimizer.state.get(f.master, {}).items():
+                    if isinstance(v, torch.Tensor):
+                        tensors[f"{i}.state.{key}"] = v.contiguous() if v.dim() > 0 else _scalar(v)
+        save_file(tensors, str(tmp / f"rank{rank}.safetensors"))
+        meta["layout"] = [{"numel": f.numel, "padded": f.P, "trainable": f.trainable} for f in _flats(engine)]
+    _barrier(engine)
+    if rank == 0:
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    _barrier(engine)
+    return final
+
+
+def _jsonable(v: Any) -> bool:
+    try:
+        json.dumps(v)
+    except TypeError:
+        return False
+    return True
+
+
+def _flats(engine: PaRO) -> list:
+    return [f for u in engine.units for f in u.flats]
+
+
+def _read_meta(directory: Path) -> dict[str, Any]:
+    path = directory / "meta.json"
+    if not path.exists():
+        raise ValueError(f"{directory} is not a complete PaRO checkpoint: no meta.json")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a {FORMAT} checkpoint")
+    if meta.get("version") != VERSION:
+        raise ValueError(f"{path} has version {meta.get('version')}, this bastion reads {VERSION}")
+    return meta
+
+
+def _load(path: Path) -> dict[str, torch.Tensor]:
+    if not path.exists():
+        raise ValueError(f"checkpoint file {path} is missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"checkpoint file {path} is corrupted or not safetensors: {exc}") from exc
+
+
+def load_checkpoint(engine: PaRO, directory: str | Path) -> dict[str, Any]:
+    """Load a checkpoint into ``engine`` (collective). Returns its ``meta.json`` (``extra`` included).
+
+    A sharded checkpoint needs the same strategy, world size, group size and precision; a consolidated
+    one loads under any. Raises ``ValueError`` for another model's checkpoint (fingerprint or
+    parameter names/shapes differ), a corrupted file or a mismatched layout.
+    """
+    directory = Path(directory)
+    meta = _read_meta(directory)
+    if meta["kind"] == "consolidated":
+        params = _load(directory / "model.safetensors")
+        flat = _load(directory / "optimizer.safetensors")
+        states: dict[str, dict[str, torch.Tensor]] = {}
+        for k, v in flat.items():
+            name, _, key = k.rpartition("::")
+            if key == "step" and v.numel() == 1:
+                v = v.reshape(())
+            states.setdefault(name, {})[key] = v
+        engine.load_full_state(params, states)
+    elif meta["kind"] == "sharded":
+        if meta["fingerprint"] != model_fingerprint(engine):
+            raise ValueError(f"checkpoint {directory} was saved from another model (parameter names/shapes differ)")
+        want = (engine.strategy, engine.topo.n, engine.topo.m, engine.mixed_precision)
+        have = (meta["strategy"], meta["world_size"], meta["group_size"], meta["mixed_precision"])
+        if want != have:
+            raise ValueError(
+                f"sharded checkpoint {directory} is (strategy, world, group, precision) = {have}, this run {want}; "
+                "save a consolidated checkpoint to change any of them"
+            )
+        tensors = _load(directory / f"rank{engine.topo.rank}.safetensors")
+        with torch.no_grad():
+            for i, f in enumerate(_flats(engine)):
+                t = tensors.get(f"{i}.param")
+                if t is None or t.shape != f.persistent.shape or t.dtype != f.persistent.dtype:
+                    raise ValueError(f"checkpoint {directory}: shard {i} does not match this model's layout")
+                f.persistent.copy_(t)
+                if f.trainable:
+                    if engine.compute_dtype is not None:
+                        f.master.copy_(tensors[f"{i}.master"])
+                    st = engine.optimizer.state[f.master]
+                    prefix = f"{i}.state."
+                    for key, v in tensors.items():
+                        if key.startswith(prefix):
+                            name = key[len(prefix) :]
+                            st[name] = v.reshape(()) if (name == "step" and v.numel() == 1) else v.clone()
+                if engine.word.p != "N" and f.gathered:
+                    f.free()
+    else:
+        raise ValueError(f"{directory}/meta.json has unknown kind {meta.get('kind')!r}")
+    engine.steps = int(meta["steps"])
+    engine.comm.log.clear()
+    return meta
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The complete ``step_*`` checkpoint with the highest step under ``root``, or ``None``."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    best: tuple[int, Path] | None = None
+    for d in root.glob("step_*"):
+        if d.suffix == ".tmp" or not (d / "meta.json").exists():
+            continue
+        try:
+            step = int(d.name.split("_", 1)[1])
+        except ValueError:
+            continue
+        if best is None or step > best[0]:
+            best = (step, d)
+    return None if best is None else best[1]

@@ -1,0 +1,245 @@
+"""Module-level workers run under :func:`bastion.distributed.launch.spawn` by the distributed tests."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.distributed as dist
+
+from bastion.distributed.engine import PaRO
+from bastion.distributed.gpt import MarkovTokens, TinyGPT, lm_loss
+from bastion.distributed.topology import Topology
+from bastion.distributed.words import VALID_WORDS
+
+OPT = partial(torch.optim.AdamW, lr=1e-2, weight_decay=0.1)
+
+
+def make_model(seed: int, dtype: torch.dtype, frozen: bool) -> TinyGPT:
+    torch.manual_seed(seed)
+    model = TinyGPT(vocab=32, dim=16, layers=2, heads=2, seq_len=8).to(dtype)
+    if frozen:  # PEFT-like: freeze the embeddings and the first block's attention and one LayerNorm
+        for p in (*model.tok.parameters(), *model.blocks[0].qkv.parameters(), *model.blocks[1].ln1.parameters()):
+            p.requires_grad_(False)
+    return model
+
+
+def batches(steps: int, world: int, accum: int, bsz: int = 2):
+    data = MarkovTokens(seed=1, vocab=32)
+    return [[[data.batch(s, r, a, bsz, 8) for a in range(accum)] for r in range(world)] for s in range(steps)]
+
+
+def reference(dtype: torch.dtype, frozen: bool, steps: int, world: int, accum: int, data) -> dict[str, torch.Tensor]:
+    """One process on the concatenated batches: the mean over all ranks' micro-batches."""
+    model = make_model(0, dtype, frozen)
+    opt = OPT([p for p in model.parameters() if p.requires_grad])
+    for s in range(steps):
+        for a in range(accum):
+            batch = torch.cat([data[s][r][a] for r in range(world)])
+            (lm_loss(model, batch) / accum).backward()
+        opt.step()
+        opt.zero_grad()
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def exactness(rank: int, world: int, group_size: int, cases, steps: int, accum: int):
+    """Every case: (word, collective, frozen). Returns max |dparam| vs one process and replica checks."""
+    topo = Topology(group_size)
+    data = batches(steps, world, accum)
+    refs = {fr: reference(torch.float64, fr, steps, world, accum, data) for fr in (False, True)}
+    out = {}
+    for word, collective, frozen in cases:
+        model = make_model(0, torch.float64, frozen)
+        engine = PaRO(model, word, optimizer=OPT, grad_accum_steps=accum, collective=collective, topology=topo)
+        for s in range(steps):
+            for a in range(accum):
+                lm_loss(engine, data[s][rank][a]).backward()
+            engine.step()
+        params, _ = engine.full_state()
+        diff = max((params[n] - refs[frozen][n]).abs().max().item() for n in params)
+        flat = torch.cat([params[n].reshape(-1) for n in sorted(params)])
+        gathered = [torch.empty_like(flat) for _ in range(world)]
+        dist.all_gather(gathered, flat)
+        same = all(torch.equal(gathered[0], t) for t in gathered)
+        # replicated parameter storage (N: all ranks; I: same local index in every group) bitwise equal
+        pers = torch.cat([f.persistent for u in engine.units for f in u.flats])
+        peers = [torch.empty_like(pers) for _ in range(topo.g)]
+        dist.all_gather(peers, pers, group=topo.inter)
+        replicas = engine.word.p == "G" or all(torch.equal(peers[0], t) for t in peers)
+        if engine.word.p == "N":
+            allp = [torch.empty_like(pers) for _ in range(world)]
+            dist.all_gather(allp, pers)
+            replicas = replicas and all(torch.equal(allp[0], t) for t in allp)
+        out[(word, collective, frozen)] = {"max_diff": diff, "identical": same, "replicas": replicas}
+    return out
+
+
+def all_cases():
+    cases = [(w, "hier", False) for w in VALID_WORDS] + [(w, "hier", True) for w in VALID_WORDS]
+    cases += [(w, "flat", fr) for w in ("NGG", "GGG") for fr in (False, True)]
+    return cases
+
+
+def memory_and_comm(rank: int, world: int, group_size: int, words, precisions, accums):
+    """Memory after step 2's last backward and engine-vs-interceptor bytes of step 2, per case."""
+    from bastion.distributed.emulator import NetworkEmulator
+
+    topo = Topology(group_size)
+    data = batches(2, world, max(accums))
+    out = {}
+    for word in words:
+        for prec in precisions:
+            for accum in accums:
+                model = make_model(0, torch.float32, False)
+                engine = PaRO(
+                    model,
+                    word,
+                    optimizer=OPT,
+                    grad_accum_steps=accum,
+                    topology=topo,
+                    mixed_precision=None if prec == "fp32" else prec,
+                )
+                with NetworkEmulator(topo) as emu:
+                    for a in range(accum):
+                        lm_loss(engine, data[0][rank][a]).backward()
+                    engine.step()
+                    engine.comm_report(reset=True)
+                    emu.reset()
+                    per_micro_inter = []
+                    for a in range(accum):
+                        before = sum(1 for e in engine.comm.log if e[1] != "intra")
+                        lm_loss(engine, data[1][rank][a]).backward()
+                        per_micro_inter.append(sum(1 for e in engine.comm.log if e[1] != "intra") - before)
+                    mem = engine.memory_report()
+                    engine.step()
+                    rep = engine.comm_report(reset=True)
+                    snap = emu.snapshot()
+                numel = sum(f.P for u in engine.units for f in u.flats)
+                out[(word, prec, accum)] = {
+                    "memory": mem,
+                    "engine": {k: rep[k] for k in ("intra", "inter", "cross")},
+                    "engine_calls": rep["calls"],
+                    "interceptor": snap["bytes"],
+                    "interceptor_calls": snap["calls"],
+                    "inter_calls_per_micro": per_micro_inter,
+                    "padded_numel": numel,
+                    "elem": 2 if prec == "bf16" else 4,
+                }
+    return out
+
+
+def train_steps(engine, rank: int, data, steps, accum: int) -> list[float]:
+    losses = []
+    for s in steps:
+        total = torch.zeros((), dtype=torch.float64)
+        for a in range(accum):
+            loss = lm_loss(engine, data[s][rank][a])
+            loss.backward()
+            total += loss.detach().double()
+        engine.step()
+        dist.all_reduce(total)
+        losses.append(float(total) / (dist.get_world_size() * accum))
+    return losses
+
+
+def save_consolidated(rank: int, world: int, group_size: int, word: str, directory: str, steps: int):
+    """Train ``steps`` AdamW steps, save consolidated; return the full state for comparison."""
+    from bastion.distributed.checkpoint import save_checkpoint
+
+    topo = Topology(group_size)
+    engine = PaRO(make_model(0, torch.float64, True), word, optimizer=OPT, grad_accum_steps=2, topology=topo)
+    train_steps(engine, rank, batches(steps, world, 2), range(steps), 2)
+    save_checkpoint(engine, directory, consolidated=True)
+    return engine.full_state()
+
+
+def load_consolidated(rank: int, world: int, group_size: int, word: str, directory: str):
+    from bastion.distributed.checkpoint import load_checkpoint
+
+    topo = Topology(group_size)
+    engine = PaRO(make_model(5, torch.float64, True), word, optimizer=OPT, grad_accum_steps=2, topology=topo)
+    meta = load_checkpoint(engine, directory)
+    return engine.full_state(), meta["steps"]
+
+
+def sharded_resume(rank: int, world: int, group_size: int, word: str, directory: str, precision):
+    """Uninterrupted 4 steps vs 2 steps + sharded save + fresh engine + load + 2 steps: losses and params."""
+    from bastion.distributed.checkpoint import load_checkpoint, save_checkpoint
+
+    topo = Topology(group_size)
+    data = batches(4, world, 2)
+    kw = dict(optimizer=OPT, grad_accum_steps=2, topology=topo, mixed_precision=precision)
+    ref = PaRO(make_model(0, torch.float32, True), word, **kw)
+    ref_losses = train_steps(ref, rank, data, range(4), 2)
+    first = PaRO(make_model(0, torch.float32, True), word, **kw)
+    losses = train_steps(first, rank, data, range(2), 2)
+    save_checkpoint(first, directory)
+    second = PaRO(make_model(7, torch.float32, True), word, **kw)
+    load_checkpoint(second, directory)
+    losses += train_steps(second, rank, data, range(2, 4), 2)
+    p_ref, s_ref = ref.full_state()
+    p_new, s_new = second.full_state()
+    same = all(torch.equal(p_ref[n], p_new[n]) for n in p_ref) and all(
+        torch.equal(s_ref[n][k], s_new[n][k]) for n in s_ref for k in s_ref[n]
+    )
+    errors = {}
+    other = PaRO(make_model(0, torch.float32, True), "GGG" if word != "GGG" else "NNG", **kw)
+    try:
+        load_checkpoint(other, directory)
+    except ValueError as exc:
+        errors["word"] = str(exc)
+    wrong = PaRO(TinyGPT(vocab=32, dim=8, layers=1, heads=2, seq_len=8), word, **kw)
+    try:
+        load_checkpoint(wrong, directory)
+    except ValueError as exc:
+        errors["model"] = str(exc)
+    return {"ref": ref_losses, "resumed": losses, "same_state": same, "errors": errors}
+
+
+def misuse(rank: int, world: int, group_size: int):
+    """Errors raised on every rank for misuse of a live engine."""
+    topo = Topology(group_size)
+    out = {}
+    data = batches(1, world, 2)
+    engine = PaRO(make_model(0, torch.float32, False), "NIG", optimizer=OPT, grad_accum_steps=2, topology=topo)
+    lm_loss(engine, data[0][rank][0]).backward()
+    try:
+        engine.step()
+    except ValueError as exc:
+        out["early_step"] = str(exc)
+    lm_loss(engine, data[0][rank][1]).backward()
+    try:
+        lm_loss(engine, data[0][rank][1])
+    except ValueError as exc:
+        out["third_forward"] = str(exc)
+    engine.step()
+    mixed = make_model(0, torch.float32, False)
+    mixed.blocks[0].fc.bias.data = mixed.blocks[0].fc.bias.data.double()
+    try:
+        PaRO(mixed, "NIG", optimizer=OPT, topology=topo)
+    except ValueError as exc:
+        out["mixed_dtypes"] = str(exc)
+    return out
+
+
+def fp32_losses(rank: int, world: int, group_size: int, words, steps: int, accum: int):
+    """Per-step mean losses in fp32 for each word, and one process's on the concatenated batches."""
+    topo = Topology(group_size)
+    data = batches(steps, world, accum)
+    model = make_model(0, torch.float32, False)
+    opt = OPT(model.parameters())
+    ref = []
+    for s in range(steps):
+        total = 0.0
+        for a in range(accum):
+            loss = lm_loss(model, torch.cat([data[s][r][a] for r in range(world)]))
+            (loss / accum).backward()
+            total += float(loss)
+        opt.step()
+        opt.zero_grad()
+        ref.append(total / accum)
+    out = {}
+    for word in words:
+        engine = PaRO(make_model(0, torch.float32, False), word, optimizer=OPT, grad_accum_steps=accum, topology=topo)
+        out[word] = train_steps(engine, rank, data, range(steps), accum)
+    return ref, out
