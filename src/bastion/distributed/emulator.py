@@ -11,7 +11,9 @@ intercepted, classified and charged the alpha-beta time of :class:`~bastion.dist
 * The real transfer still happens. Async work is waited at once: no overlap credit for anyone.
 * Our point-to-point ring collectives (:mod:`bastion.distributed.collectives`) are charged by replaying
   their schedule (one intra and one inter resource per rank), so HO-Ring's pipelining counts exactly
-  as modelled; their individual sends are not charged again.
+  as modelled; their individual sends are not charged again. Blocking ``send``/``recv`` of other code
+  are charged as one step; ``isend``/``irecv``/``batch_isend_irecv`` of other code are not seen
+  (``dist.P2POp`` checks its op by identity, so they cannot be wrapped).
 
 Step time is the maximum over ranks (an uncharged MAX all-reduce). The same interceptor counts bytes
 and calls per class, which must agree with the engine's own :meth:`PaRO.comm_report`.
@@ -54,10 +56,10 @@ _OPS: dict[str, str] = {
     "reduce": "reduce",
     "all_to_all_single": "all_to_all",
     "send": "send",
-    "isend": "send",
     "recv": "recv",
-    "irecv": "recv",
 }
+# ``isend``/``irecv`` stay unpatched: ``dist.P2POp`` checks its op by identity against them. Our ring
+# collectives (the only point-to-point traffic of the engine) are charged by schedule replay instead.
 
 
 def _nbytes(t: Any) -> int:
@@ -72,7 +74,8 @@ def _nbytes(t: Any) -> int:
 class _Counters:
     bytes: dict[str, int] = field(default_factory=lambda: {"intra": 0, "inter": 0, "cross": 0})
     calls: dict[str, int] = field(default_factory=lambda: {"intra": 0, "inter": 0, "cross": 0})
-    time: dict[str, float] = field(default_factory=lambda: {"intra": 0.0, "inter": 0.0, "cross": 0.0})
+    # what happened, to be charged under any link afterwards: (class, op, full bytes, ranks) or a schedule
+    events: list[Any] = field(default_factory=list)
 
 
 class NetworkEmulator:
@@ -194,14 +197,11 @@ class NetworkEmulator:
             finally:
                 self._depth.silent = False
             for sched in schedules:
-                for tr in sched:
+                for tr in sched.transfers:
                     self.counters.bytes[tr.kind] += tr.nbytes
                     self.counters.calls[tr.kind] += 1
-                if self.link is not None and sched:
-                    t = collectives.replay(sched, self.link)
-                    kinds = {tr.kind for tr in sched}
-                    cls = "inter" if "inter" in kinds else "cross" if "cross" in kinds else "intra"
-                    self.counters.time[cls] += t
+                if sched.transfers:
+                    self.counters.events.append(sched)
             self._comm_cpu += time.thread_time() - t0
             return result
 
@@ -226,8 +226,7 @@ class NetworkEmulator:
         moved = full_bytes if op == "send" else ring
         self.counters.bytes[cls] += moved
         self.counters.calls[cls] += 1
-        if self.link is not None:
-            self.counters.time[cls] += self.link.collective_time(op, cls, full_bytes, q)
+        self.counters.events.append((cls, op, full_bytes, q))
 
     # ----------------------------------------------------------------- clock
     def reset(self) -> None:
@@ -235,14 +234,32 @@ class NetworkEmulator:
         self._compute_start = time.thread_time()
         self._comm_cpu = 0.0
 
-    def snapshot(self) -> dict[str, Any]:
+    def comm_seconds(self, link: Link | None = None) -> dict[str, float]:
+        """Charged seconds per class since :meth:`reset` under ``link`` (default: the emulator's)."""
+        from . import collectives
+
+        link = link or self.link
+        out = {"intra": 0.0, "inter": 0.0, "cross": 0.0}
+        if link is None:
+            return out
+        for ev in self.counters.events:
+            if isinstance(ev, tuple):
+                cls, op, full, q = ev
+                out[cls] += link.collective_time(op, cls, full, q)
+            else:
+                kinds = {tr.kind for tr in ev.transfers}
+                cls = "inter" if "inter" in kinds else "cross" if "cross" in kinds else "intra"
+                out[cls] += collectives.replay(ev, link)
+        return out
+
+    def snapshot(self, link: Link | None = None) -> dict[str, Any]:
         """Bytes, calls and charged seconds per class; compute seconds (thread CPU time minus time
         spent inside intercepted calls) since :meth:`reset`."""
         compute = time.thread_time() - self._compute_start - self._comm_cpu
         return {
             "bytes": dict(self.counters.bytes),
             "calls": dict(self.counters.calls),
-            "comm_seconds": dict(self.counters.time),
+            "comm_seconds": self.comm_seconds(link),
             "compute_seconds": compute,
         }
 
@@ -258,33 +275,36 @@ class NetworkEmulator:
 
 
 class StepClock:
-    """Per-step virtual time = compute + charged comm, maximised over ranks; medians after warm-up."""
+    """Per-step virtual time = compute + charged comm, each maximised over ranks; medians after warm-up.
 
-    def __init__(self, emulator: NetworkEmulator) -> None:
+    ``links`` names the links to charge (the same run is priced under each, e.g. two calibrations).
+    """
+
+    def __init__(self, emulator: NetworkEmulator, links: dict[str, Link]) -> None:
         self.emu = emulator
+        self.links = dict(links)
         self.steps: list[dict[str, float]] = []
 
     def start(self) -> None:
         self.emu.reset()
 
     def stop(self) -> dict[str, float]:
+        """Close a step (collective: every rank calls it)."""
         snap = self.emu.snapshot()
-        comm = sum(snap["comm_seconds"].values())
-        rec = {
-            "compute": self.emu.max_over_ranks(snap["compute_seconds"]),
-            "comm": self.emu.max_over_ranks(comm),
-            "step": self.emu.max_over_ranks(snap["compute_seconds"] + comm),
-            "bytes_intra": snap["bytes"]["intra"],
-            "bytes_inter": snap["bytes"]["inter"],
-            "bytes_cross": snap["bytes"]["cross"],
-        }
+        compute = snap["compute_seconds"]
+        rec = {"compute": self.emu.max_over_ranks(compute)}
+        for name, link in self.links.items():
+            comm = sum(self.emu.comm_seconds(link).values())
+            rec[f"comm[{name}]"] = self.emu.max_over_ranks(comm)
+            rec[f"step[{name}]"] = self.emu.max_over_ranks(compute + comm)
+        for cls in ("intra", "inter", "cross"):
+            rec[f"bytes_{cls}"] = snap["bytes"][cls]
         self.steps.append(rec)
         return rec
 
     def median(self, warmup: int = 1) -> dict[str, float]:
         rows = self.steps[warmup:] or self.steps
-        keys = rows[0].keys()
-        return {k: float(torch.tensor([r[k] for r in rows], dtype=torch.float64).median()) for k in keys}
+        return {k: float(torch.tensor([r[k] for r in rows], dtype=torch.float64).median()) for k in rows[0]}
 
 
 def calibrate_link(

@@ -6,6 +6,7 @@ Importing this package registers every reproduction in :data:`bastion.core.REPRO
 from . import baddet as _baddet  # noqa: F401  (registers "baddet")
 from . import boundary as _boundary  # noqa: F401  (registers "boundary")
 from . import otgnet as _otgnet  # noqa: F401  (registers "otgnet")
+from . import paro as _paro  # noqa: F401  (registers "paro")
 from . import sgld as _sgld  # noqa: F401  (registers "sgld")
 from . import zoo as _zoo  # noqa: F401  (registers "zoo")
 from .base import Claim, Reproduction, ReproductionResult, claim, run_reproduction
