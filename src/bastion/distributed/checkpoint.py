@@ -198,7 +198,8 @@ def load_checkpoint(engine: PaRO, directory: str | Path) -> dict[str, Any]:
                     for key, v in tensors.items():
                         if key.startswith(prefix):
                             name = key[len(prefix) :]
-                            st[name] = v.reshape(()) if (name == "step" and v.numel() == 1) else v.clone()
+                            scalar = name == "step" and v.numel() == 1  # Adam's step counter stays on the CPU
+                            st[name] = v.reshape(()) if scalar else v.to(f.device, copy=True)
                 if engine.word.p != "N" and f.gathered:
                     f.free()
     else:

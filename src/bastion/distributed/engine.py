@@ -161,13 +161,13 @@ class _Comm:
         collectives.all_gather(tmp, inp, topo, algorithm="ho_ring")
         self._count_ring("all_gather", out)
         src = tmp.view(topo.n, size)
-        out.view(topo.n, size)[torch.tensor(self.perm)] = src
+        out.view(topo.n, size)[torch.tensor(self.perm, device=out.device)] = src
 
     def rs_glob(self, out: torch.Tensor, inp: torch.Tensor) -> None:
         topo = self.topo
         size = out.numel()
         if self.collective == "hier" or topo.g == 1 or topo.m == 1:
-            shard = torch.empty(size * topo.g, dtype=inp.dtype)
+            shard = torch.empty(size * topo.g, dtype=inp.dtype, device=inp.device)
             self.rs("intra", shard, inp)
             self.rs("inter", out, shard)
             return
@@ -178,14 +178,14 @@ class _Comm:
             return
         from . import collectives
 
-        src = inp.view(topo.n, size)[torch.tensor(self.perm)].reshape(-1)
+        src = inp.view(topo.n, size)[torch.tensor(self.perm, device=inp.device)].reshape(-1)
         collectives.reduce_scatter(out, src, topo, algorithm="ho_ring")
         self._count_ring("reduce_scatter", inp)
 
     def ar_glob(self, t: torch.Tensor) -> None:
         topo = self.topo
         if self.collective == "hier" or topo.g == 1 or topo.m == 1:
-            shard = torch.empty(t.numel() // topo.m, dtype=t.dtype)
+            shard = torch.empty(t.numel() // topo.m, dtype=t.dtype, device=t.device)
             if topo.m > 1:
                 self.rs("intra", shard, t)
             else:
@@ -241,6 +241,11 @@ class _Flat:
             desc = ", ".join(f"{n}: {p.dtype}" for n, p in slots)
             raise ValueError(f"a unit mixes parameter dtypes ({desc}); cast the module to one dtype first")
         src_dtype = dtypes.pop()
+        devices = {p.device for _, p in slots}
+        if len(devices) != 1:
+            where = sorted(map(str, devices))
+            raise ValueError(f"a unit has parameters on several devices ({where}); move the module to one first")
+        self.device = devices.pop()
         if not src_dtype.is_floating_point:
             raise TypeError(f"parameters must be floating point, got {src_dtype}")
         self.dtype = engine.compute_dtype or src_dtype
@@ -262,7 +267,7 @@ class _Flat:
         self.g_range = self._range(word.g)
         self.os_range = self._range(word.os)
 
-        full = torch.zeros(self.P, dtype=self.dtype)
+        full = torch.zeros(self.P, dtype=self.dtype, device=self.device)
         with torch.no_grad():
             for s in self.slots:
                 full[s.offset : s.offset + s.numel].copy_(s.param.detach().reshape(-1))
@@ -291,7 +296,7 @@ class _Flat:
                 self.master = nn.Parameter(piece)  # shares storage with the parameters
             else:
                 with torch.no_grad():
-                    master = torch.empty(b - a, dtype=self.master_dtype)
+                    master = torch.empty(b - a, dtype=self.master_dtype, device=self.device)
                     for s in self.slots:  # full-precision values of the user's parameters
                         lo, hi = max(a, s.offset), min(b, s.offset + s.numel)
                         if lo < hi:
@@ -330,10 +335,10 @@ class _Flat:
     # -- gradients
     def reset_grads(self) -> None:
         a, b = self.g_range
-        self.acc = torch.zeros(b - a, dtype=self.dtype)
+        self.acc = torch.zeros(b - a, dtype=self.dtype, device=self.device)
 
     def grad_buffer(self, fill_missing: bool) -> torch.Tensor:
-        buf = torch.zeros(self.P, dtype=self.dtype)
+        buf = torch.zeros(self.P, dtype=self.dtype, device=self.device)
         for s in self.slots:
             gr = s.param.grad
             if gr is None:
@@ -351,11 +356,11 @@ class _Flat:
         if word.g == "N":
             self.acc.add_(full)
         elif word.g == "I":
-            out = torch.empty(self.shard, dtype=self.dtype)
+            out = torch.empty(self.shard, dtype=self.dtype, device=self.device)
             comm.rs("intra", out, full)
             self.acc.add_(out)
         else:
-            out = torch.empty(self.chunk, dtype=self.dtype)
+            out = torch.empty(self.chunk, dtype=self.dtype, device=self.device)
             comm.rs_glob(out, full)
             self.acc.add_(out)
 
@@ -368,17 +373,17 @@ class _Flat:
             return acc
         if word.os == "I":
             if word.g == "N":
-                out = torch.empty(self.shard, dtype=self.dtype)
+                out = torch.empty(self.shard, dtype=self.dtype, device=self.device)
                 comm.rs("intra", out, acc)
                 acc = out
             comm.ar("inter", acc)
             return acc
         if word.g == "N":
-            out = torch.empty(self.chunk, dtype=self.dtype)
+            out = torch.empty(self.chunk, dtype=self.dtype, device=self.device)
             comm.rs_glob(out, acc)
             return out
         if word.g == "I":
-            out = torch.empty(self.chunk, dtype=self.dtype)
+            out = torch.empty(self.chunk, dtype=self.dtype, device=self.device)
             comm.rs("inter", out, acc)
             return out
         return acc
@@ -407,12 +412,16 @@ class _Flat:
         comm = self.engine.comm
         if level == "N":
             return piece.clone()
-        out = torch.empty(self.P, dtype=piece.dtype)
+        out = torch.empty(self.P, dtype=piece.dtype, device=piece.device)
         if level == "I":
             comm.ag("intra", out, piece.contiguous())
         else:
             comm.ag_glob(out, piece.contiguous())
         return out
+
+
+def _piece(v: torch.Tensor, s: _Slot) -> torch.Tensor:
+    return v[s.offset : s.offset + s.numel].view(s.shape) if v.dim() > 0 else v
 
 
 class _Unit:
@@ -691,7 +700,7 @@ class PaRO(nn.Module):
             gr = f.reduce_boundary().to(f.master_dtype) * scale
             grads.append(gr)
         if self.max_grad_norm is not None:
-            sq = torch.zeros((), dtype=torch.float64)
+            sq = torch.zeros((), dtype=torch.float64, device=flats[0].device)
             for gr in grads:
                 sq += gr.double().pow(2).sum()
             scope = {"N": "none", "I": "intra", "G": "world"}[self.word.os]
@@ -826,12 +835,9 @@ class PaRO(nn.Module):
                         elif isinstance(v, torch.Tensor):
                             st_full[key] = v.clone()
                 for s in f.slots:
-                    params[s.name] = master[s.offset : s.offset + s.numel].view(s.shape).clone()
+                    params[s.name] = master[s.offset : s.offset + s.numel].view(s.shape).to("cpu", copy=True)
                     if st_full:
-                        states[s.name] = {
-                            k: (v[s.offset : s.offset + s.numel].view(s.shape).clone() if v.dim() > 0 else v.clone())
-                            for k, v in st_full.items()
-                        }
+                        states[s.name] = {k: _piece(v, s).to("cpu", copy=True) for k, v in st_full.items()}
         return params, states
 
     @torch.no_grad()
@@ -849,7 +855,7 @@ class PaRO(nn.Module):
             raise ValueError(f"checkpoint does not match the model: missing {missing[:5]}, unexpected {extra[:5]}")
         for u in self.units:
             for f in u.flats:
-                full = torch.zeros(f.P, dtype=f.master_dtype)
+                full = torch.zeros(f.P, dtype=f.master_dtype, device=f.device)
                 for s in f.slots:
                     t = params[s.name]
                     if tuple(t.shape) != tuple(s.shape):
@@ -858,7 +864,7 @@ class PaRO(nn.Module):
                         )
                     if not t.is_floating_point() or torch.isnan(t).any():
                         raise ValueError(f"checkpoint parameter {s.name!r} is not a finite float tensor")
-                    full[s.offset : s.offset + s.numel] = t.reshape(-1).to(f.master_dtype)
+                    full[s.offset : s.offset + s.numel] = t.reshape(-1).to(f.device, f.master_dtype)
                 pa, pb = f.p_range
                 f.persistent.copy_(full[pa:pb].to(f.dtype))
                 if f.trainable:
@@ -871,11 +877,11 @@ class PaRO(nn.Module):
                         for key in keys:
                             sample = states[f.slots[0].name][key]
                             if sample.dim() == 0:
-                                st[key] = sample.clone()
+                                st[key] = sample.clone()  # Adam's step counter lives on the CPU
                                 continue
-                            buf = torch.zeros(f.P, dtype=sample.dtype)
+                            buf = torch.zeros(f.P, dtype=sample.dtype, device=f.device)
                             for s in f.slots:
-                                buf[s.offset : s.offset + s.numel] = states[s.name][key].reshape(-1)
+                                buf[s.offset : s.offset + s.numel] = states[s.name][key].reshape(-1).to(f.device)
                             st[key] = buf[a:b].clone()
         self.comm.log.clear()
 

@@ -65,7 +65,7 @@ class TinyGPT(nn.Module):
         t = tokens.shape[1]
         if t > self.seq_len:
             raise ValueError(f"sequence length {t} exceeds the model's seq_len {self.seq_len}")
-        x = self.tok(tokens) + self.pos(torch.arange(t))
+        x = self.tok(tokens) + self.pos(torch.arange(t, device=tokens.device))
         for block in self.blocks:
             x = block(x)
         return self.head(self.ln(x))

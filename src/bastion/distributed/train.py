@@ -75,12 +75,15 @@ def main(argv: list[str] | None = None) -> list[float]:
     cuda = torch.cuda.is_available()
     if not dist.is_initialized():
         init_from_env()
+    device = torch.device("cpu")
     if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
     rank, world = dist.get_rank(), dist.get_world_size()
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(args.seed)
-    model = TinyGPT(vocab=256, dim=args.dim, layers=args.layers, heads=args.heads, seq_len=args.seq_len).to(dtype)
+    model = TinyGPT(vocab=256, dim=args.dim, layers=args.layers, heads=args.heads, seq_len=args.seq_len)
+    model = model.to(device, dtype)
     opt = partial(torch.optim.AdamW, lr=args.lr, weight_decay=args.weight_decay)
     engine = PaRO(
         model,
@@ -104,9 +107,9 @@ def main(argv: list[str] | None = None) -> list[float]:
     losses = []
     for step in range(start, args.steps):
         t0 = time.perf_counter()
-        total = torch.zeros((), dtype=torch.float64)
+        total = torch.zeros((), dtype=torch.float64, device=device)
         for micro in range(args.grad_accum):
-            batch = data.batch(step, rank, micro, args.micro_batch, args.seq_len)
+            batch = data.batch(step, rank, micro, args.micro_batch, args.seq_len).to(device)
             loss = lm_loss(engine, batch)
             loss.backward()
             total += loss.detach().double()
