@@ -90,7 +90,13 @@ def load_consolidated(rank: int, world: int, group_size: int, word: str, directo
     topo = Topology(group_size)
     engine = PaRO(make_model(5, torch.float64, True), word, optimizer=OPT, grad_accum_steps=2, topology=topo)
     meta = load_checkpoint(engine, directory)
-    return engine.full_state(), meta["steps"]
+    other = PaRO(TinyGPT(vocab=32, dim=8, layers=1, heads=2, seq_len=8).double(), word, optimizer=OPT, topology=topo)
+    try:
+        load_checkpoint(other, directory)
+        error = "no error"
+    except ValueError as exc:
+        error = str(exc)
+    return engine.full_state(), meta["steps"], error
 
 
 def sharded_resume(rank: int, world: int, group_size: int, word: str, directory: str, precision):
@@ -165,7 +171,7 @@ def fp32_losses(rank: int, world: int, group_size: int, words, steps: int, accum
         for a in range(accum):
             loss = lm_loss(model, torch.cat([data[s][r][a] for r in range(world)]))
             (loss / accum).backward()
-            total += float(loss)
+            total += float(loss.detach())
         opt.step()
         opt.zero_grad()
         ref.append(total / accum)
@@ -174,3 +180,131 @@ def fp32_losses(rank: int, world: int, group_size: int, words, steps: int, accum
         engine = PaRO(make_model(0, torch.float32, False), word, optimizer=OPT, grad_accum_steps=accum, topology=topo)
         out[word] = train_steps(engine, rank, data, range(steps), accum)
     return ref, out
+
+
+class Branchy(torch.nn.Module):
+    """Rank 0 uses both branches, the others only ``a``: a data-dependent unused unit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Linear(6, 6).double()
+        self.b = torch.nn.Linear(6, 6).double()
+
+    def forward(self, x: torch.Tensor, use_b: bool) -> torch.Tensor:
+        h = self.a(x)
+        return self.b(h) if use_b else h
+
+
+def unused_on_some_ranks(rank: int, world: int, group_size: int, words):
+    """find_unused_parameters=True: equal to one process summing every rank's loss; SGD, 2 steps."""
+    topo = Topology(group_size)
+    x = [torch.randn(4, 6, generator=torch.Generator().manual_seed(r), dtype=torch.float64) for r in range(world)]
+    ref = Branchy()
+    opt = torch.optim.SGD(ref.parameters(), lr=0.5)
+    for _ in range(2):
+        loss = sum(ref(x[r], r == 0).pow(2).mean() for r in range(world)) / world
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    out = {}
+    for word in words:
+        engine = PaRO(Branchy(), word, optimizer=lambda ps: torch.optim.SGD(ps, lr=0.5), topology=topo,
+                      find_unused_parameters=True)  # fmt: skip
+        for _ in range(2):
+            engine(x[rank], rank == 0).pow(2).mean().backward()
+            engine.step()
+        params, _ = engine.full_state()
+        out[word] = max((params[n] - p.detach()).abs().max().item() for n, p in ref.named_parameters())
+    try:
+        PaRO(Branchy(), "IIG", topology=topo, find_unused_parameters=True)
+    except ValueError as exc:
+        out["IIG error"] = str(exc)
+    return out
+
+
+def peft_peak_gathered(rank: int, world: int, group_size: int, words):
+    """Peak bytes of gathered parameters during the backward of a 6-block model whose big weights are frozen."""
+    topo = Topology(group_size)
+    data = batches(1, world, 1)
+    out = {}
+    for word in words:
+        torch.manual_seed(0)
+        model = TinyGPT(vocab=32, dim=16, layers=6, heads=2, seq_len=8).double()
+        for block in model.blocks:  # LoRA-like: the matrices frozen, biases and norms trained
+            for p in (block.qkv.weight, block.fc.weight, block.out.weight, block.proj.weight):
+                p.requires_grad_(False)
+        engine = PaRO(model, word, optimizer=OPT, topology=topo)
+        peak = [0]
+
+        def probe(grad, engine=engine, peak=peak):
+            peak[0] = max(peak[0], engine.memory_report()["gathered"])
+
+        for block in model.blocks:  # sample the gathered bytes whenever a gradient reaches a block's norm
+            block.ln1.bias.register_hook(probe)
+        lm_loss(engine, data[0][rank][0]).backward()
+        unit = max(f.P for u in engine.units for f in u.flats) * 8 * 2  # one unit's two flats, generously
+        total = sum(f.P for u in engine.units for f in u.flats) * 8 // {"I": group_size, "G": world}[word[0]]
+        out[word] = {
+            "peak": peak[0],
+            "one_unit_bound": unit,
+            "all_units": total * {"I": group_size, "G": world}[word[0]],
+        }
+        engine.step()
+    return out
+
+
+def root_unit_rejected(rank: int, world: int, group_size: int) -> str:
+    topo = Topology(group_size)
+    model = make_model(0, torch.float32, False)
+    try:
+        PaRO(model, "IIG", topology=topo, units=[model])
+    except ValueError as exc:
+        return str(exc)
+    return "no error"
+
+
+def checkpoint_errors(rank: int, world: int, group_size: int, directory: str):
+    """Clear ValueErrors for bad checkpoints, raised alike on every rank."""
+    import json as _json
+    from pathlib import Path
+
+    from bastion.distributed.checkpoint import load_checkpoint, save_checkpoint
+
+    topo = Topology(group_size)
+    root = Path(directory)
+    data = batches(1, world, 1)
+    peft = PaRO(make_model(0, torch.float64, True), "NIG", optimizer=OPT, topology=topo)
+    train_steps(peft, rank, data, range(1), 1)
+    save_checkpoint(peft, root / "peft", consolidated=True)
+    save_checkpoint(peft, root / "peft", consolidated=True)  # overwriting a checkpoint in place works
+    save_checkpoint(peft, root / "sharded")
+    out = {}
+
+    def attempt(key, fn):
+        try:
+            fn()
+            out[key] = "no error"
+        except ValueError as exc:
+            out[key] = str(exc)
+        dist.barrier()
+
+    full = PaRO(make_model(0, torch.float64, False), "NIG", optimizer=OPT, topology=topo)
+    attempt("peft_into_full", lambda: load_checkpoint(full, root / "peft"))
+    attempt("params_only", lambda: load_checkpoint(full, root / "peft", optimizer_state=False))
+    sgd = PaRO(make_model(0, torch.float64, True), "NIG", optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1),
+               topology=topo)  # fmt: skip
+    attempt("other_optimizer", lambda: load_checkpoint(sgd, root / "peft"))
+    if rank == 0:  # flip one byte in the middle of a tensor file
+        f = root / "sharded" / "rank1.safetensors"
+        raw = bytearray(f.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        f.write_bytes(bytes(raw))
+        meta = _json.loads((root / "peft" / "meta.json").read_text())
+        del meta["steps"]
+        (root / "peft" / "meta.json").write_text(_json.dumps(meta))
+    dist.barrier()
+    same = PaRO(make_model(0, torch.float64, True), "NIG", optimizer=OPT, topology=topo)
+    attempt("flipped_byte", lambda: load_checkpoint(same, root / "sharded"))
+    attempt("meta_missing_field", lambda: load_checkpoint(same, root / "peft"))
+    return out

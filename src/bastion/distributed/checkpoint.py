@@ -10,14 +10,18 @@ No pickle anywhere: tensors go to ``.safetensors`` files, everything else to ``m
   word, world size or group size: each rank slices what it owns.
 
 A checkpoint is complete once ``meta.json`` exists: it is written last, after every rank has written
-its file, into a temporary directory that is then renamed. :func:`latest_checkpoint` therefore never
-returns a half-written one (a rank killed mid-save leaves only a ``*.tmp`` directory).
+and fsync'ed its file, into a temporary directory that is then renamed (an older checkpoint at the same
+path is moved aside first and removed only after the rename). :func:`latest_checkpoint` therefore never
+returns a half-written one (a rank killed mid-save leaves only a ``*.tmp`` directory). ``meta.json``
+records the SHA-256 of every tensor file; loading verifies it, so a flipped byte is an error, not a
+silently different model.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,20 @@ def model_fingerprint(engine: PaRO) -> str:
 def _barrier(engine: PaRO) -> None:
     if engine.topo.n > 1:
         dist.barrier(group=engine.topo.world)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    save_file(tensors, str(path))
+    with path.open("rb") as fh:  # on disk before meta.json says the checkpoint is complete
+        os.fsync(fh.fileno())
 
 
 def _scalar(v: torch.Tensor) -> torch.Tensor:
@@ -89,13 +107,13 @@ def save_checkpoint(
     if consolidated:
         params, states = engine.full_state()
         if rank == 0:
-            save_file({k: v.contiguous() for k, v in params.items()}, str(tmp / "model.safetensors"))
+            _write({k: v.contiguous() for k, v in params.items()}, tmp / "model.safetensors")
             flat_states = {
                 f"{name}::{key}": (v.contiguous() if v.dim() > 0 else _scalar(v))
                 for name, st in states.items()
                 for key, v in st.items()
             }
-            save_file(flat_states, str(tmp / "optimizer.safetensors"))
+            _write(flat_states, tmp / "optimizer.safetensors")
     else:
         tensors: dict[str, torch.Tensor] = {}
         for i, f in enumerate(_flats(engine)):
@@ -106,14 +124,18 @@ def save_checkpoint(
                 for key, v in engine.optimizer.state.get(f.master, {}).items():
                     if isinstance(v, torch.Tensor):
                         tensors[f"{i}.state.{key}"] = v.contiguous() if v.dim() > 0 else _scalar(v)
-        save_file(tensors, str(tmp / f"rank{rank}.safetensors"))
+        _write(tensors, tmp / f"rank{rank}.safetensors")
         meta["layout"] = [{"numel": f.numel, "padded": f.P, "trainable": f.trainable} for f in _flats(engine)]
     _barrier(engine)
     if rank == 0:
+        meta["files"] = {p.name: _sha256(p) for p in sorted(tmp.glob("*.safetensors"))}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        old = final.with_name(final.name + ".old.tmp")
         if final.exists():
-            shutil.rmtree(final)
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
         tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
     _barrier(engine)
     return final
 
@@ -142,30 +164,49 @@ def _read_meta(directory: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not a {FORMAT} checkpoint")
     if meta.get("version") != VERSION:
         raise ValueError(f"{path} has version {meta.get('version')}, this bastion reads {VERSION}")
+    required = {"kind": str, "strategy": str, "world_size": int, "group_size": int, "steps": int,
+                "fingerprint": str, "optimizer": str, "files": dict}  # fmt: skip
+    for key, typ in required.items():
+        if not isinstance(meta.get(key), typ):
+            raise ValueError(f"{path}: field {key!r} is missing or not a {typ.__name__}")
     return meta
 
 
-def _load(path: Path) -> dict[str, torch.Tensor]:
+def _load(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise ValueError(f"checkpoint file {path} is missing")
+    if sha256 is not None and _sha256(path) != sha256:
+        raise ValueError(f"checkpoint file {path} is corrupted: its SHA-256 differs from meta.json's")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ValueError(f"checkpoint file {path} is corrupted or not safetensors: {exc}") from exc
 
 
-def load_checkpoint(engine: PaRO, directory: str | Path) -> dict[str, Any]:
+def load_checkpoint(engine: PaRO, directory: str | Path, *, optimizer_state: bool = True) -> dict[str, Any]:
     """Load a checkpoint into ``engine`` (collective). Returns its ``meta.json`` (``extra`` included).
 
     A sharded checkpoint needs the same strategy, world size, group size and precision; a consolidated
-    one loads under any. Raises ``ValueError`` for another model's checkpoint (fingerprint or
-    parameter names/shapes differ), a corrupted file or a mismatched layout.
+    one loads under any. ``optimizer_state=False`` loads only the parameters of a consolidated
+    checkpoint (e.g. a PEFT run's checkpoint into full fine-tuning). Raises ``ValueError`` for another
+    model's checkpoint (fingerprint or parameter names/shapes differ), another optimizer class, a
+    corrupted file (SHA-256 or format) or a mismatched layout.
     """
     directory = Path(directory)
     meta = _read_meta(directory)
+    files = meta["files"]
+    if optimizer_state and meta["optimizer"] != type(engine.optimizer).__name__:
+        raise ValueError(
+            f"checkpoint {directory} holds {meta['optimizer']} state, this engine uses "
+            f"{type(engine.optimizer).__name__}; pass optimizer_state=False to load the parameters only"
+        )
     if meta["kind"] == "consolidated":
-        params = _load(directory / "model.safetensors")
-        flat = _load(directory / "optimizer.safetensors")
+        params = _load(directory / "model.safetensors", files.get("model.safetensors"))
+        if not optimizer_state:
+            engine.load_full_state(params, None)
+            engine.steps = int(meta["steps"])
+            return meta
+        flat = _load(directory / "optimizer.safetensors", files.get("optimizer.safetensors"))
         states: dict[str, dict[str, torch.Tensor]] = {}
         for k, v in flat.items():
             name, _, key = k.rpartition("::")
@@ -183,7 +224,10 @@ def load_checkpoint(engine: PaRO, directory: str | Path) -> dict[str, Any]:
                 f"sharded checkpoint {directory} is (strategy, world, group, precision) = {have}, this run {want}; "
                 "save a consolidated checkpoint to change any of them"
             )
-        tensors = _load(directory / f"rank{engine.topo.rank}.safetensors")
+        if not optimizer_state:
+            raise ValueError("optimizer_state=False needs a consolidated checkpoint")
+        name = f"rank{engine.topo.rank}.safetensors"
+        tensors = _load(directory / name, files.get(name))
         with torch.no_grad():
             for i, f in enumerate(_flats(engine)):
                 t = tensors.get(f"{i}.param")

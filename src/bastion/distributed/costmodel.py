@@ -261,8 +261,9 @@ def _parts(op: str, scope: str, collective: str, m: int, g: int) -> list[tuple[s
         return [(op, "intra", 1.0, m)]
     if scope == "inter":
         return [(op, "inter", 1.0 / m, g)]
-    if collective == "flat":
-        return [(op, "cross", 1.0, m * g)]
+    if collective == "flat":  # one world ring: across groups unless there is one group (or one rank each)
+        cls = "intra" if g == 1 else "inter" if m == 1 else "cross"
+        return [(op, cls, 1.0, m * g)]
     if op == "all_gather":
         return [("all_gather", "inter", 1.0 / m, g), ("all_gather", "intra", 1.0, m)]
     if op == "reduce_scatter":

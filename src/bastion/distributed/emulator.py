@@ -163,13 +163,13 @@ class NetworkEmulator:
                 bound.apply_defaults()
                 a = bound.arguments
                 t0 = time.thread_time()
-                if op in ("send", "recv"):
-                    peer = a.get("dst", a.get("src"))
+                if op == "recv":  # the sender is charged
+                    work = fn(*args, **kwargs)
+                elif op == "send":
+                    peer = a.get("dst")
                     if peer is None:
-                        peer = a.get("group_dst", a.get("group_src"))
-                    cls = self.spec.link([self.rank, int(peer)])
-                    if op == "send":
-                        self._charge(cls, "send", _nbytes(a.get("tensor")), 2)
+                        peer = dist.get_global_rank(a["group"], a["group_dst"])
+                    self._charge(self.spec.link([self.rank, int(peer)]), "send", _nbytes(a.get("tensor")), 2)
                     work = fn(*args, **kwargs)
                 else:
                     ranks = self._ranks(a.get("group"))
@@ -196,10 +196,11 @@ class NetworkEmulator:
                     result = fn(*args, **kwargs)
             finally:
                 self._depth.silent = False
-            for sched in schedules:
+            for sched in schedules:  # one call per link class a ring collective uses, as the engine counts
                 for tr in sched.transfers:
                     self.counters.bytes[tr.kind] += tr.nbytes
-                    self.counters.calls[tr.kind] += 1
+                for kind in {tr.kind for tr in sched.transfers}:
+                    self.counters.calls[kind] += 1
                 if sched.transfers:
                     self.counters.events.append(sched)
             self._comm_cpu += time.thread_time() - t0

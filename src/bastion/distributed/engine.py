@@ -435,9 +435,12 @@ class _Unit:
             if group:
                 self.flats.append(_Flat(group, flag, engine))
         self.n_trainable = len(trainable)
+        self.has_frozen = bool(frozen)
         self.seen = 0
         self.reduced = False
-        self.eager_free = not frozen
+        # forward calls whose input gradients have not arrived yet: a unit with frozen parameters may
+        # still need them for its input gradients after its own trainable gradients are done
+        self.pending_inputs = 0
 
     @property
     def trainable_flats(self) -> list[_Flat]:
@@ -487,6 +490,25 @@ class PaRO(nn.Module):
         Modules to shard as units; default :func:`default_units`.
     topology:
         A ready :class:`~bastion.distributed.topology.Topology` (default: built from ``group_size``).
+    find_unused_parameters:
+        ``False`` (default, as DDP): every rank uses the same units in every micro-step, and each unit's
+        gradients are reduced as soon as its backward is done. ``True``: some ranks may skip some units
+        (data-dependent branches); all reductions then wait for the end of the backward and run in unit
+        order, so every rank issues the same collectives (more gradient memory at the peak). Only for
+        ``p = N``: with sharded parameters every forward gathers collectively, so every rank must run
+        every unit (as with FSDP).
+
+    Notes
+    -----
+    * A parameter with no gradient in a micro-step contributes zeros: like FSDP's flat parameters,
+      AdamW still applies weight decay and moment decay to it (one process would skip it).
+    * Every forward of a unit with ``p != N`` is collective: evaluate on all ranks, not on rank 0 only.
+      A parameter may be used only inside the forward of the unit that owns it (put one that is used
+      elsewhere, e.g. a tied embedding, in a unit that encloses both uses, or leave it to the root).
+    * Under ``mixed_precision="bf16"`` frozen parameters are kept (and saved) in bf16 only: they have
+      no fp32 master, which is the memory the formula ``b_p Psi / d(p)`` counts.
+    * A forward with gradients enabled after ``grad_accum_steps`` backward passes raises: call
+      :meth:`step` first (or wrap a validation forward in ``torch.no_grad()``).
     """
 
     def __init__(
@@ -501,6 +523,7 @@ class PaRO(nn.Module):
         max_grad_norm: float | None = None,
         units: list[nn.Module] | None = None,
         topology: Topology | None = None,
+        find_unused_parameters: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(module, nn.Module):
@@ -546,6 +569,12 @@ class PaRO(nn.Module):
         self.mixed_precision = mixed_precision
         self.compute_dtype = _PRECISIONS[mixed_precision]
         self.max_grad_norm = max_grad_norm
+        self.find_unused_parameters = bool(find_unused_parameters)
+        if self.find_unused_parameters and self.word.p != "N":
+            raise ValueError(
+                f"find_unused_parameters=True needs replicated parameters (p = N), strategy {self.strategy} "
+                "gathers them collectively in every forward, so every rank must run every unit"
+            )
         self.comm = _Comm(topology, collective)
         self.module = module
         self._initial = {id(p): p.detach().reshape(-1).clone() for p in module.parameters()} if mixed_precision else {}
@@ -575,6 +604,10 @@ class PaRO(nn.Module):
         unit_modules = default_units(module) if units is None else list(units)
         names = {m: n for n, m in module.named_modules()}
         for u in unit_modules:
+            if u is module:
+                raise ValueError(
+                    "units must be proper submodules of module; the module's own parameters form the root unit"
+                )
             if u not in names:
                 raise ValueError("units must be submodules of module")
         owner: dict[int, list[int]] = {}
@@ -630,10 +663,27 @@ class PaRO(nn.Module):
                 return
             unit.free()
             tensors = self._outputs_needing_grad(output)
-            if tensors:
-                torch.autograd.graph.register_multi_grad_hook(tensors, lambda grads: unit.gather(), mode="any")
+            if not tensors:
+                return
+            torch.autograd.graph.register_multi_grad_hook(tensors, lambda grads: unit.gather(), mode="any")
+            inputs = self._outputs_needing_grad(args)
+            if unit.has_frozen and inputs:
+                unit.pending_inputs += 1
+
+                def inputs_done(grads: Any) -> None:
+                    unit.pending_inputs -= 1
+                    self._maybe_free(unit)
+
+                torch.autograd.graph.register_multi_grad_hook(inputs, inputs_done, mode="all")
 
         return hook
+
+    def _maybe_free(self, unit: _Unit) -> None:
+        """Free a unit during the backward once nothing in it can be needed again."""
+        if unit is self.units[0] or self.word.p == "N":
+            return
+        if (unit.reduced or not unit.n_trainable) and unit.pending_inputs == 0:
+            unit.free()
 
     def _root_post_forward(self, module: nn.Module, args: Any, output: Any) -> None:
         tensors = self._outputs_needing_grad(output)
@@ -654,26 +704,28 @@ class PaRO(nn.Module):
     def _make_grad_hook(self, unit: _Unit) -> Callable[[torch.Tensor], None]:
         def hook(param: torch.Tensor) -> None:
             unit.seen += 1
-            if unit.seen == unit.n_trainable and not unit.reduced:
+            if unit.seen == unit.n_trainable and not unit.reduced and not self.find_unused_parameters:
                 self.comm.phase = f"micro{self.micro}"
                 for f in unit.trainable_flats:
                     f.reduce_micro()
                 unit.reduced = True
-                if unit.eager_free and unit is not self.units[0]:
-                    unit.free()
+                self._maybe_free(unit)
 
         return hook
 
     def _post_backward(self) -> None:
         self._callback_queued = False
         self.comm.phase = f"micro{self.micro}"
-        for unit in self.units:  # units whose grads did not all arrive (unused parameters): fixed order
+        # units not reduced during the backward -- all of them with find_unused_parameters=True, else those
+        # with a parameter that got no gradient -- are reduced here in unit order, the same on every rank
+        for unit in self.units:
             if not unit.reduced and unit.trainable_flats:
                 for f in unit.trainable_flats:
                     f.reduce_micro(fill_missing=True)
             unit.reduced = False
             unit.seen = 0
         for unit in self.units:
+            unit.pending_inputs = 0
             unit.free()
         self.micro += 1
         self.comm.phase = f"micro{self.micro}" if self.micro < self.grad_accum_steps else "boundary"
@@ -846,9 +898,17 @@ class PaRO(nn.Module):
     ) -> None:
         """Load consolidated parameters (and optimizer states) into this rank's shards.
 
-        Raises ``ValueError`` naming the first parameter that is missing, unexpected or mis-shaped.
+        Raises ``ValueError`` naming the first parameter that is missing, unexpected or mis-shaped, and
+        for optimizer states that are missing for a trainable parameter (e.g. a PEFT checkpoint loaded
+        into a fully trainable model: pass ``states=None`` to start the optimizer fresh), present for
+        a frozen one, of another shape, or whose keys differ between parameters of one unit.
         """
         names = [s.name for u in self.units for f in u.flats for s in f.slots]
+        if states is not None:
+            frozen = [s.name for u in self.units for f in u.flats if not f.trainable for s in f.slots]
+            stray = [n for n in frozen if n in states]
+            if stray:
+                raise ValueError(f"checkpoint has optimizer states for parameters that are frozen here: {stray[:5]}")
         missing = [n for n in names if n not in params]
         extra = [n for n in params if n not in set(names)]
         if missing or extra:
@@ -872,18 +932,40 @@ class PaRO(nn.Module):
                     if self.compute_dtype is not None:
                         f.master.copy_(full[a:b])
                     if states is not None:
-                        st = self.optimizer.state[f.master]
-                        keys = sorted({k for s in f.slots for k in states.get(s.name, {})})
-                        for key in keys:
-                            sample = states[f.slots[0].name][key]
-                            if sample.dim() == 0:
-                                st[key] = sample.clone()  # Adam's step counter lives on the CPU
-                                continue
-                            buf = torch.zeros(f.P, dtype=sample.dtype, device=f.device)
-                            for s in f.slots:
-                                buf[s.offset : s.offset + s.numel] = states[s.name][key].reshape(-1).to(f.device)
-                            st[key] = buf[a:b].clone()
+                        self.optimizer.state[f.master] = self._flat_state(f, states)
         self.comm.log.clear()
+
+    def _flat_state(self, f: _Flat, states: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """This rank's os shard of one flat's optimizer state, built from per-parameter full tensors."""
+        a, b = f.os_range
+        keysets = {}
+        for s in f.slots:
+            if s.name not in states:
+                raise ValueError(
+                    f"checkpoint has no optimizer state for trainable parameter {s.name!r}; "
+                    "load with optimizer_state=False to start the optimizer fresh"
+                )
+            keysets[s.name] = frozenset(states[s.name])
+        if len(set(keysets.values())) != 1:
+            raise ValueError(
+                f"optimizer state keys differ between parameters: { {k: sorted(v) for k, v in keysets.items()} }"
+            )
+        out: dict[str, torch.Tensor] = {}
+        for key in sorted(next(iter(keysets.values()))):
+            sample = states[f.slots[0].name][key]
+            if sample.dim() == 0:
+                out[key] = sample.clone()  # Adam's step counter lives on the CPU
+                continue
+            buf = torch.zeros(f.P, dtype=sample.dtype, device=f.device)
+            for s in f.slots:
+                t = states[s.name][key]
+                if tuple(t.shape) != tuple(s.shape):
+                    raise ValueError(
+                        f"optimizer state {key!r} of {s.name!r} has shape {tuple(t.shape)}, parameter {tuple(s.shape)}"
+                    )
+                buf[s.offset : s.offset + s.numel] = t.reshape(-1).to(f.device, sample.dtype)
+            out[key] = buf[a:b].clone()
+        return out
 
     def extra_repr(self) -> str:
         return (

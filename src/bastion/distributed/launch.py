@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -72,11 +74,16 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str, fn: Callable[..
     try:
         result = fn(rank, world_size, *args)
         torch.save({"ok": True, "result": result}, Path(out_dir) / f"{rank}.pt")
+        dist.barrier()  # nobody tears down while a peer is still in a collective
     except BaseException:
         torch.save({"ok": False, "error": traceback.format_exc()}, Path(out_dir) / f"{rank}.pt")
         raise
     finally:
         dist.destroy_process_group()
+    # see bastion.distributed.train._exit_quietly: a rare gloo abort at exit, after the work is saved
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def spawn(fn: Callable[..., Any], world_size: int, *args: Any, all_ranks: bool = False) -> Any:
@@ -93,13 +100,18 @@ def spawn(fn: Callable[..., Any], world_size: int, *args: Any, all_ranks: bool =
         try:
             mp.spawn(_worker, args=(world_size, port, tmp, fn, args), nprocs=world_size, join=True)
         except Exception as exc:  # mp.spawn raises ProcessRaisedException with the child's traceback
-            errors = []
+            errors, done = [], 0
             for r in range(world_size):
                 f = Path(tmp) / f"{r}.pt"
                 if f.exists():
                     rec = torch.load(f, weights_only=False)  # our own temp file, written above
                     if not rec["ok"]:
                         errors.append(f"rank {r}:\n{rec['error']}")
-            raise RuntimeError("\n".join(errors) or str(exc)) from exc
+                    else:
+                        done += 1
+            if errors or done < world_size:
+                raise RuntimeError("\n".join(errors) or str(exc)) from exc
+            # every rank returned its result and only the teardown failed (a rare gloo abort at exit)
+            warnings.warn(f"spawn: all ranks finished but a process exited badly at teardown: {exc}", stacklevel=2)
         results = [torch.load(Path(tmp) / f"{r}.pt", weights_only=False)["result"] for r in range(world_size)]
     return results if all_ranks else results[0]

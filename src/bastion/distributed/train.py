@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import signal
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -131,9 +132,25 @@ def main(argv: list[str] | None = None) -> list[float]:
                 os.kill(os.getpid(), signal.SIGKILL)
     if args.consolidate_to is not None:
         save_checkpoint(engine, args.consolidate_to, consolidated=True)
+    dist.barrier()  # nobody tears gloo down while a peer is still finishing its last collective
     dist.destroy_process_group()
     return losses
 
 
+def _exit_quietly() -> None:
+    """Leave without running C++ static destructors.
+
+    About one launch in ten (torch 2.14.1, gloo, 4 CPU ranks) aborted *after* the last step, at
+    interpreter exit, with "terminate called without an active exception" (a joinable std::thread
+    destroyed), with or without ``destroy_process_group``; torchrun then reports the job failed or,
+    with ``--max-restarts``, runs it again. Everything is written and flushed by then, so the process
+    exits with ``os._exit(0)``.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 if __name__ == "__main__":
     main()
+    _exit_quietly()

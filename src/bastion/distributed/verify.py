@@ -65,10 +65,18 @@ def exactness(rank: int, world: int, group_size: int, cases, steps: int, accum: 
             engine.step()
         params, _ = engine.full_state()
         diff = max((params[n] - refs[frozen][n]).abs().max().item() for n in params)
-        flat = torch.cat([params[n].reshape(-1) for n in sorted(params)])
-        gathered = [torch.empty_like(flat) for _ in range(world)]
-        dist.all_gather(gathered, flat)
-        same = all(torch.equal(gathered[0], t) for t in gathered)
+        # replicated optimizer states (os = N: every rank; os = I: the same intra shard in every group)
+        states = torch.cat(
+            [v.reshape(-1) for u in engine.units for f in u.trainable_flats
+             for v in engine.optimizer.state[f.master].values() if v.dim() > 0]
+        )  # fmt: skip
+        group = {"N": topo.world, "I": topo.inter, "G": None}[engine.word.os]
+        same = True
+        if group is not None:
+            size = dist.get_world_size(group)
+            peers = [torch.empty_like(states) for _ in range(size)]
+            dist.all_gather(peers, states, group=group)
+            same = all(torch.equal(peers[0], t) for t in peers)
         # replicated parameter storage (N: all ranks; I: same local index in every group) bitwise equal
         pers = torch.cat([f.persistent for u in engine.units for f in u.flats])
         peers = [torch.empty_like(pers) for _ in range(topo.g)]
@@ -78,7 +86,7 @@ def exactness(rank: int, world: int, group_size: int, cases, steps: int, accum: 
             allp = [torch.empty_like(pers) for _ in range(world)]
             dist.all_gather(allp, pers)
             replicas = replicas and all(torch.equal(allp[0], t) for t in allp)
-        out[(word, collective, frozen)] = {"max_diff": diff, "identical": same, "replicas": replicas}
+        out[(word, collective, frozen)] = {"max_diff": diff, "state_replicas": same, "replicas": replicas}
     return out
 
 

@@ -156,7 +156,7 @@ class PaROReproduction:
             "Every valid word (and flat ZeRO-2/3, HO-Ring) matches one process on the concatenated batches in "
             "float64 to 1e-10, with bitwise-equal replicas",
             {"max |dparam|": max(r["max_diff"] for r in exact), "cases": len(exact),
-             "all replicas equal": all(r["replicas"] and r["identical"] for r in exact)},
+             "all replicas equal": all(r["replicas"] and r["state_replicas"] for r in exact)},
             lambda m: m["max |dparam|"] <= 1e-10 and m["all replicas equal"],
             reference={"bound": "1e-10 (issue #5)"},
         ))  # fmt: skip
