@@ -306,7 +306,6 @@ class _Flat:
                         master[lo_pad - a :] = 0
                 self.master = nn.Parameter(master)
             self.reset_grads()
-        self.pending = 0
 
     def _range(self, level: str) -> tuple[int, int]:
         if level == "N":
