@@ -196,9 +196,8 @@ def _run_one(name: str, cfg: dict, topo: Topology, accum: int, links: dict[str, 
                 states = runner.states()  # after step 2's last backward
             runner.update()
             clock.stop()
-            emu._depth.silent = True  # the loss average is bookkeeping, not training traffic
-            dist.all_reduce(total)
-            emu._depth.silent = False
+            with emu.uncharged():  # the loss average is bookkeeping, not training traffic
+                dist.all_reduce(total)
             losses.append(float(total) / (topo.n * accum))
         med = clock.median(cfg["warmup"])
     return {"name": name, "accum": accum, **med, "losses": losses, "states": states or runner.states()}

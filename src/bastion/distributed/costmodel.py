@@ -20,7 +20,8 @@ AG/RS over ``q`` ranks moves ``(q-1)/q`` of its full size per rank (AR twice):
 ``ai = (m-1)/m·Φ`` intra, ``ae = (g-1)/(g·m)·Φ`` inter. A *glob* collective is, under
 ``collective="hier"`` (PaRO-CC), intra RS + inter RS (RS), inter AG + intra AG (AG), intra RS + inter AR +
 intra AG (AR); under ``collective="flat"`` (stock ZeRO) it is one ring over the ``n`` ranks whose
-``(n-1)/n·Φ`` per rank all crosses group boundaries (counted as ``cross``).
+``(n-1)/n·Φ`` per rank all crosses group boundaries (counted as ``cross``; ``intra`` when there is one
+group, ``inter`` when each group is one rank).
 
 GB/s here and in the CLI are 1e9 bytes/s; GiB are 2**30 bytes.
 

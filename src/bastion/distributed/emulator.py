@@ -190,12 +190,8 @@ class NetworkEmulator:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             t0 = time.thread_time()
-            self._depth.silent = True
-            try:
-                with collectives.record_schedules() as schedules:
-                    result = fn(*args, **kwargs)
-            finally:
-                self._depth.silent = False
+            with self.uncharged(), collectives.record_schedules() as schedules:
+                result = fn(*args, **kwargs)
             for sched in schedules:  # one call per link class a ring collective uses, as the engine counts
                 for tr in sched.transfers:
                     self.counters.bytes[tr.kind] += tr.nbytes
@@ -264,14 +260,21 @@ class NetworkEmulator:
             "compute_seconds": compute,
         }
 
+    @contextlib.contextmanager
+    def uncharged(self) -> Iterator[None]:
+        """Calls inside are neither counted nor charged (bookkeeping, not training traffic)."""
+        before = getattr(self._depth, "silent", False)
+        self._depth.silent = True
+        try:
+            yield
+        finally:
+            self._depth.silent = before
+
     def max_over_ranks(self, value: float) -> float:
         """Uncharged MAX all-reduce of a float."""
         t = torch.tensor([value], dtype=torch.float64)
-        self._depth.silent = True
-        try:
-            self._originals.get("all_reduce", dist.all_reduce)(t, op=dist.ReduceOp.MAX)
-        finally:
-            self._depth.silent = False
+        with self.uncharged():
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return float(t.item())
 
 
