@@ -65,6 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("steps", "grad_accum", "micro_batch", "seq_len", "group_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.checkpoint_every < 0:
+        p.error("--checkpoint-every must be >= 0 (0: never)")
+    if args.checkpoint_every and args.checkpoint_dir is None:
+        p.error("--checkpoint-every needs --checkpoint-dir")
+    if args.data != "synthetic" and not Path(args.data).is_file():
+        p.error(f"--data: {args.data} is not a file (use 'synthetic' for the Markov stream)")
     if args.resume and args.checkpoint_dir is None:
         p.error("--resume needs --checkpoint-dir")
     return args
