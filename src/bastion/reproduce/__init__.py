@@ -3,6 +3,7 @@
 Importing this package registers every reproduction in :data:`bastion.core.REPRODUCTIONS`.
 """
 
+from . import antm2c as _antm2c  # noqa: F401  (registers "antm2c")
 from . import baddet as _baddet  # noqa: F401  (registers "baddet")
 from . import boundary as _boundary  # noqa: F401  (registers "boundary")
 from . import otgnet as _otgnet  # noqa: F401  (registers "otgnet")
