@@ -21,6 +21,7 @@ def generated(tmp_path_factory):
 def test_spec_checks_hold(generated):
     c = generator_checks(generated)
     assert c["ctr_gap_max"] <= 0.01  # each scene's click rate matches its mean true probability
+    assert c["traffic_gap_max"] <= 0.01  # scene shares are the configured ones
     assert -1.3 <= c["zipf_slope_top1000"] <= -0.9
     assert 2.0 <= c["scenes_per_user"] <= 3.5
     assert 0.80 <= c["oracle_auc_test"] <= 0.90
@@ -69,6 +70,8 @@ def test_down_sampling_raises_the_positive_share_and_keeps_the_truth_calibrated(
     t = pq.read_table(down.files["train"][0], columns=["label", "p_true"])
     y, p = t["label"].to_numpy(), t["p_true"].to_numpy()
     assert sum(down.rows.values()) == 60_000
+    for split in ("train", "val", "test"):  # down-sampling thins the whole time range, every split keeps rows
+        assert abs(down.rows[split] / full.rows[split] - 1) < 0.1
     # keeping half the negatives turns a share q of positives into q / (q + (1 - q) / 2)
     assert abs(y.mean() - y0 / (y0 + 0.5 * (1 - y0))) < 0.02
     assert abs(y.mean() - p.mean()) < 0.01

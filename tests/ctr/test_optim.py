@@ -41,5 +41,7 @@ def test_rejects_dense_gradients_and_bad_arguments():
         RowSparseAdam([w]).step()
     with pytest.raises(ValueError, match="lr"):
         RowSparseAdam([w], lr=0.0)
+    with pytest.raises(ValueError, match="eps"):
+        RowSparseAdam([w], eps=0.0)
     with pytest.raises(ValueError, match="betas"):
         RowSparseAdam([w], betas=(0.9, 1.0))

@@ -128,6 +128,8 @@ def test_two_ranks_two_workers_read_every_row_once_with_equal_batch_counts(tmp_p
     allrows = np.concatenate(seen)
     assert np.array_equal(np.sort(allrows), np.arange(10_007))
     assert counts[0] == counts[1] == 2 * s.batches_per_shard(2)
+    with_len = CTRStream(src, _encoder(), batch_size=batch_size, rank=0, world_size=2, num_workers=2)
+    assert len(DataLoader(with_len, batch_size=None, num_workers=2)) == counts[0]
 
 
 def test_shuffle_is_seeded_by_seed_and_epoch(tmp_path):
@@ -233,3 +235,57 @@ def test_array_batches_reshuffle_per_epoch_and_cover_all_rows():
     assert not torch.equal(e0, e1)
     with pytest.raises(ValueError, match="first dimension"):
         ArrayBatches({"ids": np.zeros((3, 1)), "label": np.zeros(4)})
+
+
+def test_nulls_map_to_padding_or_raise_and_null_text_is_empty_text(tmp_path):
+    root = tmp_path / "d"
+    root.mkdir()
+    t = pa.table(
+        {
+            "row": np.arange(4),
+            "user_id": pa.array([5, None, 7, 5], pa.int64()),
+            "item_id": pa.array([1, 2, None, 1], pa.int64()),
+            "label": [0, 1, 1, 0],
+            "scene": [0, 1, 0, 1],
+            "title": pa.array(["a b", None, "a b", ""]),
+        }
+    )
+    pq.write_table(t, root / "a.parquet")
+    text = CountingEncoder()
+    enc = BatchEncoder(["user_id", "item_id"], num_buckets=64, vocab_fields=["user_id"], extras=["row"],
+                       text={"title": ("title", text)}).fit(ParquetSource(root))  # fmt: skip
+    out = materialize(root, enc)
+    assert out["ids"][:, 0].tolist() == [2, 0, 3, 2]  # null user -> padding row 0, never a real id's row
+    assert out["ids"][2, 1] == 0  # null hashed id -> bucket 0
+    np.testing.assert_array_equal(out["title"][1], out["title"][3])  # null text = ""
+    assert sorted(text.seen) == ["", "a b"]
+    pq.write_table(t.set_column(4, "scene", pa.array([0, None, 0, 1], pa.int64())), root / "a.parquet")
+    with pytest.raises(ValueError, match="'scene' has 1 null"):
+        materialize(root, BatchEncoder(["item_id"], num_buckets=64))
+
+
+def test_uncached_text_columns_do_not_grow(tmp_path):
+    src = ParquetSource(_write_fixture(tmp_path / "d"))
+    text = CountingEncoder()
+    enc = BatchEncoder(["user_id"], num_buckets=64, text={"title": ("title", text)}, cache_text=[])
+    materialize(src, enc, read_rows=1000)
+    assert enc._text["title"].size == 0 and enc._text["title"].index == {}
+    assert len(text.seen) > 17  # re-encoded per batch instead
+    with pytest.raises(ValueError, match="cache_text"):
+        BatchEncoder(["user_id"], text={"title": ("title", text)}, cache_text=["nope"])
+
+
+def test_image_vectors_are_validated_and_looked_up(tmp_path):
+    src = ParquetSource(_write_fixture(tmp_path / "d"))
+    ids = np.arange(80, dtype=np.int64)
+    vecs = np.arange(160, dtype=np.float32).reshape(80, 2)
+    out = materialize(src, BatchEncoder(["user_id"], image=(ids[:60], vecs[:60])))
+    raw = pq.read_table(src.files[0], columns=["item_id"])["item_id"].to_numpy()[:50]
+    want = np.where((raw < 60)[:, None], vecs[np.minimum(raw, 59)], 0.0)
+    np.testing.assert_array_equal(out["image"][:50], want)  # unknown items get a zero vector
+    with pytest.raises(ValueError, match="unique"):
+        BatchEncoder(["user_id"], image=(np.array([1, 1]), np.zeros((2, 3), np.float32)))
+    bad = vecs.copy()
+    bad[3, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        BatchEncoder(["user_id"], image=(ids, bad))

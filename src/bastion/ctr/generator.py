@@ -366,10 +366,13 @@ def _chunk(world: _World, rng: np.random.Generator, n: int, t0: float, t1: float
         label = (rng.random(p.size) < p).astype(np.int64)
         parts.append(dict(times=times, scene=scene, users=users, items=items, hour=hour, p=p, label=label))
         have += p.size
-    cols = {k: np.concatenate([d[k] for d in parts])[:n] for k in parts[0]}
+    cols = {k: np.concatenate([d[k] for d in parts]) for k in parts[0]}
     if len(parts) > 1:  # keep time order across the refills
         order = np.argsort(cols["times"], kind="stable")
         cols = {k: v[order] for k, v in cols.items()}
+    if cols["times"].size > n:  # thin uniformly over the whole window (never keep just the earliest rows)
+        keep_rows = np.sort(rng.choice(cols["times"].size, size=n, replace=False))
+        cols = {k: v[keep_rows] for k, v in cols.items()}
     users, items, scene = cols["users"], cols["items"], cols["scene"]
 
     stamps = (np.datetime64(START, "s") + cols["times"].astype("timedelta64[s]")).astype(str)
@@ -509,6 +512,9 @@ def generator_checks(data: GeneratedData) -> dict[str, float]:
         out[f"ctr_scene{s}"] = float(label[m].mean())
         gaps.append(abs(label[m].mean() - p[m].mean()))
     out["ctr_gap_max"] = float(max(gaps))
+    cfg_traffic = np.asarray(json.loads((data.root / "meta.json").read_text())["config"]["scene_traffic"], float)
+    share = np.bincount(scene, minlength=5) / scene.size
+    out["traffic_gap_max"] = float(np.abs(share - cfg_traffic / cfg_traffic.sum()).max())
     big = allt.filter(pa.compute.equal(allt["scene"], 2))["item_id"].to_numpy()
     counts = np.sort(np.unique(big, return_counts=True)[1])[::-1][:1000]
     r = np.arange(1, counts.size + 1)

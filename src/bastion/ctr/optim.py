@@ -6,7 +6,8 @@ batch 4096 x 29 fields (measured here). :class:`RowSparseAdam` does the same ari
 ``torch.unique`` of the row indices, one ``scatter_add_`` to sum duplicate rows, Adam's moment updates on the
 gathered rows and one ``index_copy_`` back. Its semantics are SparseAdam's ("lazy" Adam): only rows present
 in the gradient move, their moments decay only when they are touched, and bias correction uses the global
-step count. ``tests/ctr/test_optim.py`` checks it against ``torch.optim.SparseAdam`` step by step.
+step count. ``tests/ctr/test_optim.py`` checks it against ``torch.optim.SparseAdam`` step by step. Like
+SparseAdam it has no weight decay (the trainer's ``weight_decay`` applies to dense weights only).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class RowSparseAdam(torch.optim.Optimizer):
         eps: float = 1e-8,
     ) -> None:
         check_float(lr, "lr", minimum=0.0, min_inclusive=False)
-        check_float(eps, "eps", minimum=0.0)
+        check_float(eps, "eps", minimum=0.0, min_inclusive=False)  # a touched row with zero grad: 0 / 0
         for i, b in enumerate(betas):
             check_float(b, f"betas[{i}]", minimum=0.0, maximum=1.0, max_inclusive=False)
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps})

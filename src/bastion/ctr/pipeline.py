@@ -155,35 +155,51 @@ def _digest(text: str) -> bytes:
 
 
 class _TextColumn:
-    """Encodes each distinct text once per process; keeps the vectors keyed by the text's blake2b digest."""
+    """Encodes each distinct text of a batch once; with ``cache`` also keeps the vectors across batches.
 
-    def __init__(self, encoder: TextEncoder) -> None:
+    Cache item-level text (titles: about one text per item). Per-row text (user sequences, entity names)
+    is nearly unique per row, so a cache would grow with the data; those columns are encoded per batch.
+    """
+
+    def __init__(self, encoder: TextEncoder, cache: bool = True) -> None:
         self.encoder = encoder
+        self.cache = cache
         self.index: dict[bytes, int] = {}
-        self.rows: list[np.ndarray] = []
-        self.table = np.zeros((0, encoder.dim), dtype=np.float32)
+        self.table = np.zeros((1024, encoder.dim), dtype=np.float32)
+        self.size = 0
         self.calls = 0
 
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        vecs = np.asarray(self.encoder.encode(texts), dtype=np.float32)
+        self.calls += 1
+        if vecs.shape != (len(texts), self.encoder.dim):
+            raise ValueError(
+                f"text encoder {self.encoder.name!r} returned shape {vecs.shape}, expected ({len(texts)}, "
+                f"{self.encoder.dim})"
+            )
+        return vecs
+
     def __call__(self, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-        enc = pc.dictionary_encode(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
-        uniques = [u or "" for u in enc.dictionary.to_pylist()]
+        col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        enc = pc.dictionary_encode(pc.fill_null(col, ""))  # a null text is the empty text
+        uniques = enc.dictionary.to_pylist()
+        codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        if not self.cache:
+            return self._encode(uniques)[codes]
         keys = [_digest(u) for u in uniques]
         missing = [i for i, k in enumerate(keys) if k not in self.index]
         if missing:
-            texts = [uniques[i] for i in missing]
-            vecs = np.asarray(self.encoder.encode(texts), dtype=np.float32)
-            self.calls += 1
-            if vecs.shape != (len(texts), self.encoder.dim):
-                raise ValueError(
-                    f"text encoder {self.encoder.name!r} returned shape {vecs.shape}, expected "
-                    f"({len(texts)}, {self.encoder.dim})"
-                )
-            base = self.table.shape[0]
+            vecs = self._encode([uniques[i] for i in missing])
+            need = self.size + len(missing)
+            if need > self.table.shape[0]:  # grow geometrically: amortised O(1) per new text
+                grown = np.zeros((max(need, 2 * self.table.shape[0]), self.encoder.dim), dtype=np.float32)
+                grown[: self.size] = self.table[: self.size]
+                self.table = grown
+            self.table[self.size : need] = vecs
             for j, i in enumerate(missing):
-                self.index[keys[i]] = base + j
-            self.table = np.concatenate([self.table, vecs])
+                self.index[keys[i]] = self.size + j
+            self.size = need
         rows = np.fromiter((self.index[k] for k in keys), dtype=np.int64, count=len(keys))
-        codes = enc.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
         return self.table[rows[codes]]
 
 
@@ -202,6 +218,9 @@ class BatchEncoder:
         items share one row) instead of hashed; call :meth:`fit` first.
     text:
         ``{vector name: (column or list of columns joined with " | ", encoder)}``.
+    cache_text:
+        Vector names whose texts are cached across batches (default: all). Leave per-row text out: it is
+        nearly unique per row, so its cache would grow with the data.
     image:
         ``(item id array int64 [n], vectors float32 [n, D])``: looked up by ``image_key`` (zero for unknown).
     label, scene, user, item:
@@ -214,6 +233,7 @@ class BatchEncoder:
     num_buckets: int | Mapping[str, int] = 2**16
     vocab_fields: Sequence[str] = ()
     text: Mapping[str, tuple[str | Sequence[str], TextEncoder]] = field(default_factory=dict)
+    cache_text: Sequence[str] | None = None
     image: tuple[np.ndarray, np.ndarray] | None = None
     image_key: str = "item_id"
     label: str = "label"
@@ -238,15 +258,16 @@ class BatchEncoder:
         for c, b in self._buckets.items():
             if b <= 1:
                 raise ValueError(f"num_buckets[{c!r}] must be > 1, got {b}")
-        self._text = {name: _TextColumn(enc) for name, (_, enc) in self.text.items()}
+        cached = set(self.text) if self.cache_text is None else set(self.cache_text)
+        unknown = cached - set(self.text)
+        if unknown:
+            raise ValueError(f"cache_text names {sorted(unknown)}, which are not text vectors ({sorted(self.text)})")
+        self._text = {name: _TextColumn(enc, cache=name in cached) for name, (_, enc) in self.text.items()}
         if self.image is not None:
-            keys, vecs = np.asarray(self.image[0]), np.asarray(self.image[1], dtype=np.float32)
-            if keys.ndim != 1 or vecs.ndim != 2 or keys.shape[0] != vecs.shape[0]:
-                raise ValueError(
-                    f"image: item ids [n] and vectors [n, D] must have the same n, got {keys.shape} and {vecs.shape}"
-                )
-            order = np.argsort(keys)
-            self._img_keys, self._img_vecs = keys[order].astype(np.int64), vecs[order]
+            from .convert import ItemVectors
+
+            # validates: rows == ids, float, finite, unique ids
+            self._image = ItemVectors(np.asarray(self.image[1]), np.asarray(self.image[0]))
         self._cold_vocabs = {}
 
     # ---------------------------------------------------------------------------------------------- fit
@@ -276,7 +297,9 @@ class BatchEncoder:
             pf = pq.ParquetFile(f, pre_buffer=False)
             for rb in pf.iter_batches(batch_size=1 << 18, columns=need):
                 for c in need:
-                    vocabs[c].partial_fit(_int_ids(rb.column(c), c))
+                    col = rb.column(c).drop_null()
+                    if len(col):
+                        vocabs[c].partial_fit(_int_ids(col, c))
             pf.close()
         for c in need:
             vocabs[c].finalize()
@@ -295,7 +318,7 @@ class BatchEncoder:
                 sizes.append(self._buckets[c])
         dims = {name: enc.dim for name, (_, enc) in self.text.items()}
         if self.image is not None:
-            dims["image"] = int(self._img_vecs.shape[1])
+            dims["image"] = int(np.asarray(self.image[1]).shape[1])
         return FeatureSpec(self.categorical, sizes, num_scenes=self.num_scenes if self.scene else 1, vector_dims=dims)
 
     # ------------------------------------------------------------------------------------------- encode
@@ -305,12 +328,15 @@ class BatchEncoder:
         for j, c in enumerate(self.categorical):
             col = rb.column(c)
             if c in self.vocab_fields:
-                ids[:, j] = self.vocabs[c].transform(_int_ids(col, c))
+                ids[:, j] = self.vocabs[c].transform(_int_ids(col, c, nulls="zero"))
+                nulls = _null_mask(col)
+                if nulls is not None:
+                    ids[nulls, j] = 0  # null -> the padding row, never a real id's row
             else:
                 if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
                     h = hash_strings(col, seed=j)
                 else:
-                    h = hash_array(_int_ids(col, c), seed=j)
+                    h = hash_array(_int_ids(col, c, nulls="zero"), seed=j)
                 b = bucketize(h, self._buckets[c])
                 nulls = _null_mask(col)
                 if nulls is not None:
@@ -332,20 +358,16 @@ class BatchEncoder:
         else:
             out["scene"] = np.zeros(n, dtype=np.int64)
         if self.user:
-            out["user"] = _int_ids(rb.column(self.user), self.user)
+            out["user"] = _int_ids(rb.column(self.user), self.user, nulls="zero")
         for name, (src, _) in self.text.items():
             out[name] = self._text[name](_text_column(rb, src))
         if self.image is not None:
-            key = _int_ids(rb.column(self.image_key), self.image_key)
-            pos = np.minimum(np.searchsorted(self._img_keys, key), len(self._img_keys) - 1)
-            hit = self._img_keys[pos] == key
-            vec = self._img_vecs[pos]
-            vec[~hit] = 0.0
-            out["image"] = vec
+            key = _int_ids(rb.column(self.image_key), self.image_key, nulls="zero")  # null: no item, zero vector
+            out["image"] = np.asarray(self._image.lookup(key), dtype=np.float32)
         if self.cold_flags:
             for c, flag in ((self.item, "cold_item"), (self.user, "cold_user")):
                 if c and c in self._cold_vocabs:
-                    out[flag] = self._cold_vocabs[c].transform(_int_ids(rb.column(c), c)) == 1
+                    out[flag] = self._cold_vocabs[c].transform(_int_ids(rb.column(c), c, nulls="zero")) == 1
         for c in self.extras:
             out[c] = _numeric(rb.column(c), c).astype(np.float32)
         return out
@@ -361,10 +383,16 @@ def _null_mask(col: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
     return col.is_null().to_numpy(zero_copy_only=False)
 
 
-def _int_ids(col: pa.Array | pa.ChunkedArray, name: str) -> np.ndarray:
+def _int_ids(col: pa.Array | pa.ChunkedArray, name: str, *, nulls: str = "raise") -> np.ndarray:
+    """int64 values of an integer column; ``nulls="raise"`` (ids that must be there: scene) or ``"zero"``
+    (the caller maps null rows itself)."""
     if not (pa.types.is_integer(col.type)):
         raise TypeError(f"column {name!r} must hold integers, got Arrow type {col.type}")
-    return col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    if col.null_count:
+        if nulls == "raise":
+            raise ValueError(f"column {name!r} has {col.null_count} null value(s)")
+        col = col.fill_null(0)
+    return col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
 
 def _numeric(col: pa.Array | pa.ChunkedArray, name: str) -> np.ndarray:
@@ -402,6 +430,8 @@ class CTRStream(IterableDataset):
         Rows held in the shuffle buffer (the bound on memory besides one record batch).
     rank, world_size:
         This process's place in a DDP job (default: from ``torch.distributed`` if initialised, else 0 / 1).
+    num_workers:
+        The DataLoader's ``num_workers``, for ``len()`` only (sharding reads the worker info itself).
     """
 
     def __init__(
@@ -416,8 +446,10 @@ class CTRStream(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         read_rows: int = 65_536,
+        num_workers: int = 0,
     ) -> None:
         super().__init__()
+        self.num_workers = check_int(num_workers, "num_workers", minimum=0)
         self.source = source if isinstance(source, ParquetSource) else ParquetSource(source)
         self.encoder = encoder
         self.batch_size = check_int(batch_size, "batch_size", minimum=1)
@@ -433,6 +465,10 @@ class CTRStream(IterableDataset):
         self.rank = check_int(rank, "rank", minimum=0, maximum=self.world_size - 1)
         self.epoch = 0
         self._columns = encoder.columns(self.source.schema.names)
+        if encoder.vocab_fields and not encoder.vocabs:
+            raise ValueError("encoder has vocab_fields but is not fit: call encoder.fit(train_source) first")
+        if max(encoder.spec().field_sizes) >= 2**31:
+            raise ValueError("field sizes must be < 2**31 (ids are buffered as int32)")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = check_int(epoch, "epoch", minimum=0)
@@ -442,8 +478,9 @@ class CTRStream(IterableDataset):
         return max(1, math.ceil(math.ceil(self.source.num_rows / shards) / self.batch_size))
 
     def __len__(self) -> int:
-        info = get_worker_info()
-        return self.batches_per_shard(1 if info is None else info.num_workers)
+        """Batches this rank yields in an epoch, over all its DataLoader workers (pass ``num_workers``)."""
+        w = max(1, self.num_workers)
+        return self.batches_per_shard(w) * w
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
@@ -461,17 +498,23 @@ class CTRStream(IterableDataset):
             nonlocal buf, held, emitted
             if not buf:
                 return
-            block = {k: np.concatenate([b[k] for b in buf]) for k in buf[0]}
+            keys = list(buf[0])
+            block = {}
+            for k in keys:  # one key at a time, dropping the parts as we go: peak ~2x one key, not 3x the buffer
+                block[k] = np.concatenate([b.pop(k) for b in buf])
+            buf = []
             n = len(block["label"])
-            if self.shuffle:
-                perm = rng.permutation(n)
-                block = {k: v[perm] for k, v in block.items()}
+            # batches gather their rows through the permutation (fancy indexing copies): no permuted copy
+            # of the block, and no batch is a view that would keep the block alive after it is consumed
+            order = rng.permutation(n) if self.shuffle else np.arange(n)
             full = n // self.batch_size
             for i in range(full):
-                sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+                rows = order[i * self.batch_size : (i + 1) * self.batch_size]
                 emitted += 1
-                yield _to_torch({k: v[sl] for k, v in block.items()}, 1.0)
-            rest = {k: v[full * self.batch_size :] for k, v in block.items()}
+                yield _to_torch({k: v[rows] for k, v in block.items()}, 1.0)
+            rows = order[full * self.batch_size :]
+            rest = {k: v[rows] for k, v in block.items()}
+            del block
             n_rest = n - full * self.batch_size
             if final and n_rest:
                 emitted += 1
@@ -480,13 +523,17 @@ class CTRStream(IterableDataset):
             else:
                 buf, held = ([rest] if n_rest else []), n_rest
 
+        last_template = None
         for unit in plan:
             for rb in self.source.read(unit, self._columns, self.read_rows):
-                buf.append(self.encoder.encode(rb))
+                enc = self.encoder.encode(rb)
+                enc["ids"] = enc["ids"].astype(np.int32)  # half the buffer; widened again per batch
+                if last_template is None:
+                    last_template = {k: v[:1].copy() for k, v in enc.items()}
+                buf.append(enc)
                 held += rb.num_rows
                 if held >= self.buffer_rows:
                     yield from flush(False)
-        last_template = buf[0] if buf else None
         yield from flush(True)
         if emitted < k_batches:  # short by at most one batch: one weight-0 padding row keeps ranks in step
             if last_template is None:
@@ -511,6 +558,7 @@ def _writable(a: np.ndarray) -> np.ndarray:
 
 def _to_torch(block: Mapping[str, np.ndarray], weight: float) -> dict[str, torch.Tensor]:
     out: dict[str, Any] = {k: torch.from_numpy(_writable(v)) for k, v in block.items()}
+    out["ids"] = out["ids"].to(torch.int64)
     out["weight"] = torch.full((len(block["label"]),), weight, dtype=torch.float32)
     return out
 

@@ -87,22 +87,19 @@ def antm2c_encoder(
         }
     img = None
     if "image" in features:
-        from safetensors.numpy import load_file
-
-        from .convert import load_item_vectors  # noqa: F401  (documents the user's path)
+        from .convert import load_item_vectors
 
         path = Path(image) if image is not None else Path(root) / "item_vectors.safetensors"
         if not path.is_file():
             raise ValueError(f"image: no item vector file at {path} (pass image=... or drop 'image' from features)")
-        arrays = load_file(str(path))
-        if "item_id" not in arrays or "vectors" not in arrays:
-            raise ValueError(f"image: {path} must hold 'item_id' [n] and 'vectors' [n, D], has {sorted(arrays)}")
-        img = (arrays["item_id"], arrays["vectors"])
+        vectors = load_item_vectors(path, mmap=False)  # validates shapes, finiteness and unique ids
+        img = (np.asarray(vectors.item_ids), np.asarray(vectors.vectors))
     enc = BatchEncoder(
         ["user_id", "item_id", *DEEP],
         num_buckets=num_buckets,
         vocab_fields=["user_id", "item_id"],
         text=text_cols,
+        cache_text=["title"] if text_cols else [],  # per-row text is nearly unique per row: never cached
         image=img,
         extras=[e for e in extras if e in names],
     )

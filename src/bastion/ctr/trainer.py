@@ -55,7 +55,7 @@ class TrainConfig:
     epochs: int = 1
     lr: float = 1e-3
     sparse_lr: float | None = None
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # dense weights only
     patience: int = 2
     max_steps: int | None = None
     seed: int = 0
@@ -158,7 +158,8 @@ def fit(
     torch.manual_seed(cfg.seed)
     net: nn.Module = model
     if _ddp_on():
-        net = nn.parallel.DistributedDataParallel(model)
+        # a scene absent from one rank's batch leaves its tower without a gradient there
+        net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     opts = _optimizers(model, cfg)
     device = next(model.parameters()).device.type
     res = TrainResult()
@@ -239,6 +240,7 @@ def predict(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]]) -> 
     Rows with ``weight`` 0 (padding) are dropped. Under DDP the ranks' predictions are gathered, so every rank
     returns the whole split.
     """
+    was_training = model.training
     model.eval()
     keep = ("label", "scene", "user", "cold_item", "cold_user", "p_true")
     out: dict[str, list[np.ndarray]] = {"p": []}
@@ -249,7 +251,7 @@ def predict(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]]) -> 
         for k in keep:
             if k in batch:
                 out.setdefault(k, []).append(batch[k][m].numpy())
-    model.train()
+    model.train(was_training)
     if not out["p"]:
         raise ValueError("batches yielded nothing to predict")
     res = {k: np.concatenate(v) for k, v in out.items()}
