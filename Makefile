@@ -34,8 +34,9 @@ reproduce: $(STAMP)
 	$(VENV)/bin/bastion reproduce all --out report
 	$(PY) -m pytest -m slow tests $(PYTEST_ARGS)
 
+## every benchmark script (benchmarks/_*.py are helpers they call, not benchmarks)
 bench: $(STAMP)
-	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done
+	@set -e; for b in benchmarks/[!_]*.py; do echo "== $$b"; $(PY) $$b; done
 
 clean:
 	rm -rf report .pytest_cache .ruff_cache benchmarks/results

@@ -10,7 +10,7 @@ Two parts, each measurement in its own subprocess so that its peak RSS (``ru_max
    item ids by vocabulary, 27 hashed deep features: 29 fields, ids < 2^24), written to one ``.npz`` that all
    three libraries read; DeepFM d = 16, MLP 400-400-400, batch 4096, Adam 1e-3, 1 epoch, 1 thread; the three
    run back to back, ``--repeats`` times (medians reported). bastion trains with its fused sparse table
-   (lazy row-wise Adam) and dense Adam, the anchors with their own loops (``benchmarks/ctr_anchors.py``).
+   (lazy row-wise Adam) and dense Adam, the anchors with their own loops (``benchmarks/_ctr_anchors.py``).
    The acceptance figures are float32 throughout; a fourth row, ``bastion-bf16``, is bastion with
    ``mixed_precision="bf16"`` (autocast forward), a setting the anchors do not offer on a CPU.
 
@@ -167,7 +167,7 @@ def _run_child(kind: str, *args: str, timeout: float = 3600) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = f.name
     if kind in ("deepctr", "fuxictr"):
-        cmd = [sys.executable, str(HERE / "ctr_anchors.py"), kind, *args, "--json", out]
+        cmd = [sys.executable, str(HERE / "_ctr_anchors.py"), kind, *args, "--json", out]
     else:
         cmd = [sys.executable, __file__, "--child", kind, *args, "--json", out]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -4,8 +4,8 @@ Each runner trains the library's *own* DeepFM with the library's *own* training 
 integer ids and is meant to run in its own subprocess, so that ``peak_rss_mib`` (``ru_maxrss`` of the
 process at the end, after data load, training and test prediction) belongs to one library only::
 
-    python benchmarks/ctr_anchors.py deepctr DATA.npz --json OUT.json [--threads 1] [--seed 0]
-    python benchmarks/ctr_anchors.py fuxictr DATA.npz --json OUT.json [--threads 1] [--seed 0]
+    python benchmarks/_ctr_anchors.py deepctr DATA.npz --json OUT.json [--threads 1] [--seed 0]
+    python benchmarks/_ctr_anchors.py fuxictr DATA.npz --json OUT.json [--threads 1] [--seed 0]
 
 ``DATA.npz`` holds ``train_ids`` / ``test_ids`` (int64 ``[N, F]``, local ids per field, 0 = null, field ``f``
 in ``[0, field_sizes[f])``), ``train_label`` / ``test_label`` (float32 ``[N]`` in {0, 1}) and
