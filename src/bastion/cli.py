@@ -15,6 +15,7 @@ import torch
 
 from . import __version__
 from .core.report import markdown_table
+from .ctr.cli import ctr as ctr_group
 
 __all__ = ["main"]
 
@@ -654,6 +655,9 @@ def train_advise(params: float, ranks: int, group_size: int, intra_gbps: float, 
     click.echo(markdown_table(table, floatfmt=".3g"))
     click.echo("GB sent per GPU per step (1e9 bytes); inter GB of zero1/2/3 are flat-ring bytes that cross nodes. "
                "memory = model states + activations + one gathered layer (buffers).")  # fmt: skip
+
+
+cli.add_command(ctr_group)  # bastion ctr ...: src/bastion/ctr/cli.py
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -654,6 +654,12 @@ class XDeepFM(DNN):
 # multi-scenario models
 
 
+def _ddp_active() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 class PerScene(CTRModel):
     """One independent model per scene; each row goes only through its scene's model.
 
@@ -684,7 +690,23 @@ class PerScene(CTRModel):
             return self.models[groups[0][0]].logits({k: batch[k] for k in self._keys})
         sorted_batch = {k: batch[k].index_select(0, order) for k in self._keys}
         outs = [self.models[s].logits({k: v[a:b] for k, v in sorted_batch.items()}) for s, a, b in groups]
-        return _unsort(order, torch.cat(outs))
+        out = _unsort(order, torch.cat(outs))
+        if self.training and torch.is_grad_enabled() and _ddp_active():
+            out = out + self._idle_sparse_term({s for s, _, _ in groups})
+        return out
+
+    def _idle_sparse_term(self, present: set[int]) -> torch.Tensor:
+        """0 x an empty lookup of each idle scene's sparse tables: under DDP every rank must produce a sparse
+        gradient for every sparse table (an empty one is fine), or the all-reduce fails."""
+        term = torch.zeros(())
+        empty = torch.zeros(0, dtype=torch.int64)
+        for s, m in enumerate(self.models):
+            if s in present:
+                continue
+            for mod in m.modules():
+                if isinstance(mod, nn.Embedding) and mod.sparse:
+                    term = term + 0.0 * F.embedding(empty, mod.weight, sparse=True).sum()
+        return term
 
 
 class Pooled(CTRModel):

@@ -158,8 +158,11 @@ def fit(
     torch.manual_seed(cfg.seed)
     net: nn.Module = model
     if _ddp_on():
+        from .models import PLE, STAR, MMoE, PerScene, SharedBottom
+
         # a scene absent from one rank's batch leaves its tower without a gradient there
-        net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+        per_scene_parts = isinstance(model, PerScene | SharedBottom | MMoE | PLE | STAR)
+        net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=per_scene_parts)
     opts = _optimizers(model, cfg)
     device = next(model.parameters()).device.type
     res = TrainResult()
