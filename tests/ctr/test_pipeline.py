@@ -289,3 +289,18 @@ def test_image_vectors_are_validated_and_looked_up(tmp_path):
     bad[3, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         BatchEncoder(["user_id"], image=(ids, bad))
+
+
+def test_encoder_state_round_trips_without_refitting(tmp_path):
+    src = ParquetSource(_write_fixture(tmp_path / "d"))
+    enc = BatchEncoder(["user_id", "item_id"], num_buckets=64, vocab_fields=["user_id"]).fit(src)
+    arrays, meta = enc.state()
+    fresh = BatchEncoder(["user_id", "item_id"], num_buckets=64, vocab_fields=["user_id"]).load_state(arrays, meta)
+    a, b = materialize(src, enc), materialize(src, fresh)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert fresh.spec() == enc.spec()
+    with pytest.raises(ValueError, match="vocabularies"):
+        BatchEncoder(["user_id", "item_id"], vocab_fields=["item_id"]).load_state(arrays, meta)
+    with pytest.raises(ValueError, match="metadata"):
+        fresh.load_state(arrays, {})

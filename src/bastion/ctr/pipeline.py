@@ -307,6 +307,42 @@ class BatchEncoder:
         self._cold_vocabs = {c: vocabs[c] for c in (self.user, self.item) if c}
         return self
 
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """The fitted vocabularies as arrays plus string metadata, for safetensors (no pickle).
+
+        Each vocabulary is stored once (``{column}.values``, ``{column}.min_count``), whether it is a field's
+        lookup table (``vocab_fields``) or the reference set of the cold-start flags (user and item).
+        """
+        import json
+
+        vocabs = {**self._cold_vocabs, **self.vocabs}
+        arrays = {f"{c}.{k}": np.ascontiguousarray(a) for c, v in vocabs.items() for k, a in v.to_arrays().items()}
+        meta = {"vocab_fields": json.dumps(sorted(self.vocabs)), "cold_fields": json.dumps(sorted(self._cold_vocabs))}
+        return arrays, meta
+
+    def load_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, str]) -> BatchEncoder:
+        """Restore what :meth:`state` saved into an encoder built with the same recipe; returns ``self``."""
+        import json
+
+        try:
+            vocab_fields, cold_fields = json.loads(meta["vocab_fields"]), json.loads(meta["cold_fields"])
+        except (KeyError, json.JSONDecodeError) as exc:
+            raise ValueError(
+                f"encoder state lacks its metadata ({exc}); was it written by BatchEncoder.state?"
+            ) from None
+        if sorted(vocab_fields) != sorted(self.vocab_fields):
+            raise ValueError(
+                f"encoder state has vocabularies for {vocab_fields}, the encoder needs {self.vocab_fields}"
+            )
+        vocabs = {}
+        for col in dict.fromkeys([*vocab_fields, *cold_fields]):
+            if f"{col}.values" not in arrays:
+                raise ValueError(f"encoder state is missing the vocabulary of {col!r}")
+            vocabs[col] = Vocabulary.from_arrays({k: arrays[f"{col}.{k}"] for k in ("values", "min_count")})
+        self.vocabs = {c: vocabs[c] for c in vocab_fields}
+        self._cold_vocabs = {c: vocabs[c] for c in cold_fields}
+        return self
+
     def spec(self) -> FeatureSpec:
         sizes = []
         for c in self.categorical:

@@ -44,7 +44,6 @@ from torch.utils.data import DataLoader
 
 from ..core.checks import check_choice, check_float, check_int
 from .features import FeatureSpec
-from .hashing import Vocabulary
 from .models import MODEL_NAMES, build_model
 from .pipeline import BatchEncoder, CTRStream
 from .tasks import FEATURE_GROUPS, antm2c_encoder, split_dirs
@@ -154,39 +153,15 @@ class RunConfig:
 
 # ------------------------------------------------------------------------------------------- encoder state
 def encoder_state(encoder: BatchEncoder) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """The fitted state of ``encoder`` as arrays + string metadata (for safetensors; no pickle).
-
-    Each vocabulary is stored once (``{column}.values``, ``{column}.min_count``), whether it is a field's
-    lookup table (``vocab_fields``) or the reference set of the cold-start flags (user and item columns).
-    """
-    cold = dict(getattr(encoder, "_cold_vocabs", {}))  # BatchEncoder keeps the cold-start sets privately
-    vocabs: dict[str, Vocabulary] = {**cold, **encoder.vocabs}
-    arrays: dict[str, np.ndarray] = {}
-    for col, v in vocabs.items():
-        for k, a in v.to_arrays().items():
-            arrays[f"{col}.{k}"] = np.ascontiguousarray(a)
-    meta = {"vocab_fields": json.dumps(sorted(encoder.vocabs)), "cold_fields": json.dumps(sorted(cold))}
-    return arrays, meta
+    """The fitted state of ``encoder`` as arrays + string metadata: :meth:`BatchEncoder.state`."""
+    return encoder.state()
 
 
 def load_encoder_state(
     encoder: BatchEncoder, arrays: Mapping[str, np.ndarray], meta: Mapping[str, str]
 ) -> BatchEncoder:
-    """Put the vocabularies of :func:`encoder_state` into ``encoder`` (built with the same recipe); returns it."""
-    try:
-        vocab_fields, cold_fields = json.loads(meta["vocab_fields"]), json.loads(meta["cold_fields"])
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise ValueError(f"encoder state lacks its metadata ({exc}); was it written by encoder_state?") from None
-    if sorted(vocab_fields) != sorted(encoder.vocab_fields):
-        raise ValueError(f"encoder state has vocabularies for {vocab_fields}, the encoder needs {encoder.vocab_fields}")
-    vocabs = {}
-    for col in dict.fromkeys([*vocab_fields, *cold_fields]):
-        if f"{col}.values" not in arrays:
-            raise ValueError(f"encoder state is missing the vocabulary of {col!r}")
-        vocabs[col] = Vocabulary.from_arrays({k: arrays[f"{col}.{k}"] for k in ("values", "min_count")})
-    encoder.vocabs = {c: vocabs[c] for c in vocab_fields}
-    encoder._cold_vocabs = {c: vocabs[c] for c in cold_fields}
-    return encoder
+    """Put the vocabularies of :func:`encoder_state` into ``encoder``: :meth:`BatchEncoder.load_state`."""
+    return encoder.load_state(arrays, meta)
 
 
 def _save_encoder(encoder: BatchEncoder, path: Path) -> None:
@@ -223,8 +198,8 @@ def _spec_dict(spec: FeatureSpec) -> dict[str, Any]:
     }
 
 
-def _encoder(cfg: RunConfig, data: str | os.PathLike[str]) -> BatchEncoder:
-    return antm2c_encoder(data, cfg.features, text=cfg.text, image=cfg.image, num_buckets=cfg.num_buckets)
+def _encoder(cfg: RunConfig, data: str | os.PathLike[str], *, fit: bool = True) -> BatchEncoder:
+    return antm2c_encoder(data, cfg.features, text=cfg.text, image=cfg.image, num_buckets=cfg.num_buckets, fit=fit)
 
 
 def _loader(stream: CTRStream, workers: int) -> DataLoader:
@@ -359,7 +334,7 @@ def load_trained(
         raise ValueError(f"{d / CONFIG_FILE} lacks 'run' and 'spec'")
     cfg = RunConfig.from_dict(saved["run"])
     root = cfg.data if data is None else str(data)
-    encoder = _load_encoder_file(_encoder(cfg, root), d / ENCODER_FILE)
+    encoder = _load_encoder_file(_encoder(cfg, root, fit=False), d / ENCODER_FILE)  # saved vocabularies
     spec = encoder.spec()
     if _spec_dict(spec) != saved["spec"]:
         raise ValueError(

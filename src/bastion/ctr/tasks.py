@@ -67,8 +67,11 @@ def antm2c_encoder(
     image: str | os.PathLike[str] | None = None,
     num_buckets: int = 2**16,
     extras: Sequence[str] = ("p_true",),
+    fit: bool = True,
 ) -> BatchEncoder:
-    """A :class:`BatchEncoder` for the ``public10m`` layout with the chosen feature groups, fit on ``train/``."""
+    """A :class:`BatchEncoder` for the ``public10m`` layout with the chosen feature groups, fit on ``train/``
+    (``fit=False`` skips the pass over ``train/`` when saved vocabularies will be loaded with
+    :meth:`BatchEncoder.load_state`)."""
     features = tuple(features)
     for f in features:
         check_choice(f, "features", FEATURE_GROUPS)
@@ -103,7 +106,7 @@ def antm2c_encoder(
         image=img,
         extras=[e for e in extras if e in names],
     )
-    return enc.fit(train)
+    return enc.fit(train) if fit else enc
 
 
 def load_splits(root: str | os.PathLike[str], encoder: BatchEncoder) -> dict[str, dict[str, np.ndarray]]:
