@@ -326,7 +326,10 @@ class AntM2CReproduction:
     @staticmethod
     def _figure(rows: list[dict[str, Any]], out_dir: Path) -> str:
         fig, ax = new_figure(figsize=(7.5, 3.8))
-        labels = [f"{r['model']}\n{r['features']}" for r in rows]
+        labels = [
+            f"{r['model']}\n{r['features']}" + ("\n(its scene's test rows)" if "only" in r["model"] else "")
+            for r in rows
+        ]
         x = np.arange(len(rows))
         ax.bar(x - 0.2, [r["AUC"] for r in rows], 0.4, label="all test rows")
         ax.bar(x + 0.2, [r["cold-item AUC"] for r in rows], 0.4, label="cold-item rows")
@@ -335,7 +338,7 @@ class AntM2CReproduction:
         ax.set_ylim(0.45, 0.9)
         ax.set_ylabel("test AUC")
         ax.set_title("Generated AntM2C-shaped data", fontsize=9)
-        ax.legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
         return str(save_figure(fig, out_dir / "antm2c_auc.png").name)
 
 
