@@ -146,7 +146,7 @@ def test_shuffle_is_seeded_by_seed_and_epoch(tmp_path):
     assert np.array_equal(plain, np.arange(10_007))
 
 
-def test_shard_plan_tiles_the_virtual_stream_and_pads_a_short_shard():
+def test_shard_plan_tiles_the_virtual_stream_for_any_shard_count():
     units = [(0, g, n) for g, n in enumerate([5, 3, 9, 1, 4])]  # 22 rows
     for shards in (1, 3, 4, 7, 30):
         covered = []
