@@ -22,6 +22,7 @@ from .core import (
 )
 from .dlib_port import DLIB_THRESHOLD, DlibFaceResNet, parse_dlib_dat, to_chip
 from .faces import MASK_KINDS, ONet, apply_patch, lfw_faces, lfw_nonfaces, make_mask
+from .generative import ConvVAE, GenerativePatchAttack, GenerativePatchResult, PCAGenerator, fit_vae, invert
 from .patch import (
     PatchEvaluation,
     PatchResult,
@@ -39,8 +40,12 @@ __all__ = [
     "GOALS",
     "MASK_KINDS",
     "NORMS",
+    "ConvVAE",
     "DlibFaceResNet",
+    "GenerativePatchAttack",
+    "GenerativePatchResult",
     "ONet",
+    "PCAGenerator",
     "PatchEvaluation",
     "PatchResult",
     "Threshold",
@@ -52,8 +57,10 @@ __all__ = [
     "cosine_loss",
     "cross_entropy_loss",
     "evaluate_patch_attack",
+    "fit_vae",
     "gaussian_kernel",
     "input_diversity",
+    "invert",
     "lfw_faces",
     "lfw_nonfaces",
     "make_mask",

@@ -210,6 +210,57 @@ def _check_embedding(emb: Any, n: int, name: str) -> torch.Tensor:
     return emb
 
 
+def check_patch_mask(mask: Any) -> torch.Tensor | None:
+    """Validate a constructor's fixed mask: (H, W) or 4-D, binary, selecting at least one pixel."""
+    if mask is None:
+        return None
+    mask = check_tensor(mask, "mask", ndim=(2, 4))
+    if mask.dtype != torch.bool and bool(((mask != 0) & (mask != 1)).any()):
+        raise ValueError("mask must be binary (0 or 1)")
+    if not bool((mask != 0).any()):
+        raise ValueError("mask must select at least one pixel, got an all-zero mask")
+    return mask
+
+
+def resolve_mask(x: torch.Tensor, mask: Any, mask_kind: str | None, landmarks: Any) -> torch.Tensor:
+    """The bool mask for ``x``: ``mask`` if given, else ``mask_kind`` drawn from ``landmarks`` (or O-Net's on ``x``)."""
+    if mask is None and mask_kind is not None:
+        if landmarks is None:
+            from .faces import ONet
+
+            with torch.no_grad():
+                _, landmarks = ONet.from_package().face_landmarks(x)
+        landmarks = check_tensor(landmarks, "landmarks", ndim=3, floating=True)
+        if landmarks.shape != (x.shape[0], 5, 2):
+            raise ValueError(f"landmarks must have shape ({x.shape[0]}, 5, 2), got {tuple(landmarks.shape)}")
+        mask = make_mask(mask_kind, landmarks, tuple(x.shape[-2:]))
+    if mask is None:
+        raise ValueError("mask is required: pass mask (here or to the constructor) or mask_kind")
+    m = check_mask(mask, x, "mask")
+    per_image = m.flatten(1).any(dim=1) if m.shape[0] > 1 else m.flatten().any().reshape(1)
+    if not bool(per_image.all()):
+        raise ValueError(f"mask must select at least one pixel per image; {int((~per_image).sum())} select none")
+    return m
+
+
+def reference_embeddings(substitutes: Sequence[Callable[..., Any]], reference: torch.Tensor) -> list[torch.Tensor]:
+    """Each substitute's embedding of ``reference`` (eval mode, no grad), detached; modes restored afterwards."""
+    reference = check_image_batch(reference, "victim")
+    refs = []
+    modules = [s for s in substitutes if isinstance(s, nn.Module)]
+    modes = [mod.training for mod in modules]
+    try:
+        for mod in modules:
+            mod.eval()
+        with torch.no_grad():
+            for k, sub in enumerate(substitutes):
+                refs.append(_check_embedding(sub(reference), reference.shape[0], f"substitutes[{k}]").detach())
+    finally:
+        for mod, mode in zip(modules, modes, strict=True):
+            mod.train(mode)
+    return refs
+
+
 class TransferPatchAttack:
     """TAP: a masked patch optimised on substitute embedders (MI-FGSM, optionally DI / TI) to transfer.
 
@@ -264,13 +315,7 @@ class TransferPatchAttack:
         if mask_kind is not None and mask is not None:
             raise ValueError("give mask or mask_kind, not both")
         self.mask_kind = None if mask_kind is None else check_choice(mask_kind, "mask_kind", MASK_KINDS)
-        if mask is not None:
-            mask = check_tensor(mask, "mask", ndim=(2, 4))
-            if mask.dtype != torch.bool and bool(((mask != 0) & (mask != 1)).any()):
-                raise ValueError("mask must be binary (0 or 1)")
-            if not bool((mask != 0).any()):
-                raise ValueError("mask must select at least one pixel, got an all-zero mask")
-        self.mask = mask
+        self.mask = check_patch_mask(mask)
         self.eps = check_float(eps, "eps", minimum=0.0)
         self.steps = check_int(steps, "steps", minimum=1)
         self.alpha = 1.5 * self.eps / self.steps if alpha is None else check_float(alpha, "alpha", minimum=0.0)
@@ -306,42 +351,11 @@ class TransferPatchAttack:
         )
 
     def _mask(self, x: torch.Tensor, mask: Any, landmarks: Any) -> torch.Tensor:
-        if mask is None:
-            mask = self.mask
-        if mask is None and self.mask_kind is not None:
-            if landmarks is None:
-                from .faces import ONet
-
-                with torch.no_grad():
-                    _, landmarks = ONet.from_package().face_landmarks(x)
-            landmarks = check_tensor(landmarks, "landmarks", ndim=3, floating=True)
-            if landmarks.shape != (x.shape[0], 5, 2):
-                raise ValueError(f"landmarks must have shape ({x.shape[0]}, 5, 2), got {tuple(landmarks.shape)}")
-            mask = make_mask(self.mask_kind, landmarks, tuple(x.shape[-2:]))
-        if mask is None:
-            raise ValueError("mask is required: pass mask (here or to the constructor) or mask_kind")
-        m = check_mask(mask, x, "mask")
-        per_image = m.flatten(1).any(dim=1) if m.shape[0] > 1 else m.flatten().any().reshape(1)
-        if not bool(per_image.all()):
-            raise ValueError(f"mask must select at least one pixel per image; {int((~per_image).sum())} select none")
-        return m
+        return resolve_mask(x, self.mask if mask is None else mask, self.mask_kind, landmarks)
 
     def reference_embeddings(self, reference: torch.Tensor) -> list[torch.Tensor]:
         """Each substitute's embedding of ``reference`` (the victim, or the enrolled image), detached."""
-        reference = check_image_batch(reference, "victim")
-        refs = []
-        modules = [s for s in self.substitutes if isinstance(s, nn.Module)]
-        modes = [mod.training for mod in modules]
-        try:
-            for mod in modules:
-                mod.eval()
-            with torch.no_grad():
-                for k, sub in enumerate(self.substitutes):
-                    refs.append(_check_embedding(sub(reference), reference.shape[0], f"substitutes[{k}]").detach())
-        finally:
-            for mod, mode in zip(modules, modes, strict=True):
-                mod.train(mode)
-        return refs
+        return reference_embeddings(self.substitutes, reference)
 
     def run(
         self,
