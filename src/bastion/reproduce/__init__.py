@@ -6,6 +6,7 @@ Importing this package registers every reproduction in :data:`bastion.core.REPRO
 from . import antm2c as _antm2c  # noqa: F401  (registers "antm2c")
 from . import baddet as _baddet  # noqa: F401  (registers "baddet")
 from . import boundary as _boundary  # noqa: F401  (registers "boundary")
+from . import face_patch as _face_patch  # noqa: F401  (registers "face-patch")
 from . import otgnet as _otgnet  # noqa: F401  (registers "otgnet")
 from . import paro as _paro  # noqa: F401  (registers "paro")
 from . import sgld as _sgld  # noqa: F401  (registers "sgld")

@@ -318,9 +318,9 @@ def test_errors():
         threshold_at_far(torch.tensor([0.1, float("nan")]))
     with pytest.raises(ValueError, match="genuine"):
         best_accuracy_threshold([], [0.1])
-    with pytest.raises(ValueError, match="white_asr"):
+    with pytest.raises(ValueError, match="white must be"):
         white_black_gap(1.5, [0.1])
-    with pytest.raises(ValueError, match="black_asrs"):
+    with pytest.raises(ValueError, match="black must hold"):
         white_black_gap(0.5, [])
 
 

@@ -508,7 +508,6 @@ class GenerativePatchAttack:
             mod.eval()
         try:
             w0 = self.start_codes(victim if init_image is None else init_image, m)
-            _generate(gen, w0[:1], attacker)  # shape check before the loop
             with torch.no_grad():
                 start = torch.where(m, _generate(gen, w0, attacker), attacker)
             w = w0.clone()

@@ -32,7 +32,8 @@ Reconstructions / our choices [R]:
 - ``init="noise"``: uniform noise in the mask, from a generator seeded with ``seed``. ``mask_kind``: the
   mask is drawn with :func:`faces.make_mask` from landmarks passed to :meth:`TransferPatchAttack.run` or,
   when none are, from MTCNN O-Net landmarks of the attacker's image.
-- ``white_black_gap`` = white-box ASR minus the mean black-box ASR.
+- ``white_black_gap`` = the white-box figure minus the mean black-box one (ASR or cosine; the spec's gaps are on
+  cosine: TAP white 0.74, black 0.20, "gap 0.54").
 """
 
 from __future__ import annotations
@@ -531,18 +532,20 @@ def evaluate_patch_attack(
     return out
 
 
-def white_black_gap(white_asr: float, black_asrs: float | Sequence[float] | Mapping[str, float]) -> float:
-    """White-box ASR minus the mean black-box ASR (the spec's white-black gap).
+def white_black_gap(white: float, black: float | Sequence[float] | Mapping[str, float]) -> float:
+    """White-box figure minus the mean black-box figure: ASR, or cosine (the spec's prototype gaps are on cosine).
 
-    >>> white_black_gap(0.84, [0.05, 0.1, 0.0])
-    0.79
+    Values must lie in [-1, 1] (ASR in [0, 1], cosine in [-1, 1]).
+
+    >>> white_black_gap(0.74, [0.20, 0.25, 0.15])
+    0.54
     """
-    white = check_float(white_asr, "white_asr", minimum=0.0, maximum=1.0)
-    if isinstance(black_asrs, Mapping):
-        black_asrs = list(black_asrs.values())
-    if isinstance(black_asrs, int | float | torch.Tensor) and not isinstance(black_asrs, bool):
-        black_asrs = [black_asrs]
-    vals = [check_float(v, f"black_asrs[{i}]", minimum=0.0, maximum=1.0) for i, v in enumerate(black_asrs)]
+    w = check_float(white, "white", minimum=-1.0, maximum=1.0)
+    if isinstance(black, Mapping):
+        black = list(black.values())
+    if isinstance(black, int | float | torch.Tensor) and not isinstance(black, bool):
+        black = [black]
+    vals = [check_float(v, f"black[{i}]", minimum=-1.0, maximum=1.0) for i, v in enumerate(black)]
     if not vals:
-        raise ValueError("black_asrs must hold at least one value")
-    return round(white - sum(vals) / len(vals), 12)
+        raise ValueError("black must hold at least one value")
+    return round(w - sum(vals) / len(vals), 12)
