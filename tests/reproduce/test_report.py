@@ -210,7 +210,48 @@ def test_face_patch_reproduction_code_path(tmp_path, tmp_cache, monkeypatch):
     assert dodge[0]["method"] == "clean" and dodge[0]["mean_l2"] < 0.45  # the mirror is the same person
     texts = [c.claim for c in result.claims]
     assert any("white-box TAP on the dlib port" in t for t in texts) and len(texts) == 8
-    paste_claim = next(c for c in result.claims if "GenAP-VAE's white-black" in c.claim)
-    d = paste_claim.measured
-    assert paste_claim.holds == (d["gap_genap"] <= d["gap_tap"] - 0.15 and d["white_cos_genap"] > d["white_cos_paste"])
     assert (tmp_path / "face_patches.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_face_patch_claims_on_hand_made_rows():
+    """The claim predicates read the rows they say: gaps on cosine, white-box rows kept out of "best transfer"."""
+    from bastion.reproduce import face_patch
+
+    def srow(method, wa, wc, ba, bc):
+        return {"substitute": "a", "method": method, "white_asr": wa, "white_cos": wc, "black_asr": ba,
+                "black_cos": bc, "gap_cos": wc - bc}  # fmt: skip
+
+    base = [srow("clean", 0, 0.0, 0, 0.0), srow("victim paste", 0, 0.15, 0, 0.13),
+            srow("TAP-MIM eps 40", 0.8, 0.7, 0.05, 0.1), srow("TAP-MIM eps 255", 0.9, 0.8, 0.0, 0.05)]  # fmt: skip
+    good = face_patch._track_s_claims(
+        [*base, srow("GenAP-VAE", 0, 0.3, 0, 0.1), srow("GenAP-renderer", 0.1, 0.2, 0, 0.2)]
+    )
+    by = {c.claim.split("'s")[0].replace("Track S: ", ""): c for c in good}
+    assert good[0].holds and good[1].holds  # white ASR 0.8 >= 0.75; black cos 0.05 < 0.1
+    assert by["GenAP-VAE"].holds  # gap 0.2 <= 0.6 - 0.15, white cos 0.3 > paste 0.15
+    assert by["GenAP-renderer"].holds  # gap 0.0, white cos 0.2 > 0.15
+    # a gap only 0.1 below TAP's fails
+    close = face_patch._track_s_claims(
+        [*base, srow("GenAP-VAE", 0, 0.6, 0, 0.1), srow("GenAP-renderer", 0, 0.14, 0, 0)]
+    )
+    by = {c.claim.split("'s")[0].replace("Track S: ", ""): c for c in close}
+    assert not by["GenAP-VAE"].holds  # gap 0.5 > 0.6 - 0.15
+    assert not by["GenAP-renderer"].holds  # gap fine, but white cos 0.14 below the paste row's 0.15
+
+    def rrow(method, subs, asr):
+        return {"mask": "eye", "substitutes": subs, "method": method, "dlib_asr": asr, "dlib_asr_held": asr,
+                "mean_l2": 0.5}  # fmt: skip
+
+    white = rrow("TAP-MIM eps 40, 60 steps", "dlib (white-box)", 1.0)
+    table = [
+        rrow("victim paste", "-", 0.05),
+        rrow("TAP-MIM eps 40", "both", 0.0),
+        rrow("GenAP-PCA |z|<=3", "both", 0.02),
+    ]
+    strongest = [white, rrow("GenAP-PCA white-box on dlib, |z|<=3, 60 steps", "see method", 0.7)]
+    c_white, c_genap, c_plain = face_patch._track_r_claims(table, strongest, white)
+    assert c_white.holds
+    assert (
+        c_genap.measured == {"best_genap_asr": 0.02, "best_tap_asr": 0.0} and c_genap.holds
+    )  # white-box rows excluded
+    assert c_plain.measured == {"best_optimised_asr": 0.02, "best_paste_or_noise_asr": 0.05} and not c_plain.holds

@@ -30,6 +30,8 @@ only and fewer steps (numbers in ``config``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -101,26 +103,33 @@ def _genap(subs: Any, gen: nn.Module, att: torch.Tensor, vic: torch.Tensor, mask
 
 
 def _vae(images: torch.Tensor, name: str, *, epochs: int, latent_dim: int, seed: int, quiet: bool) -> ConvVAE:
-    """A conv VAE fitted on ``images`` once and cached (safetensors) under a stem naming its recipe."""
+    """A conv VAE fitted on ``images`` once and cached (safetensors); the stem hashes the data and every setting."""
     c, size = images.shape[1], images.shape[2]
-    recipe = f"{name}-c{c}-s{size}-z{latent_dim}-e{epochs}-seed{seed}-v{VAE_VERSION}"
-    stem = f"face-vae-{recipe}"
+    settings = {"latent_dim": latent_dim, "width": 32, "epochs": epochs, "batch_size": 32, "lr": 2e-3, "beta": 1.0,
+                "augment": True, "seed": seed, "version": VAE_VERSION, "shape": list(images.shape),
+                "data_sha256": hashlib.sha256(images.detach().contiguous().numpy().tobytes()).hexdigest()}  # fmt: skip
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    stem = f"face-vae-{name}-{key}"
     loaded = cache.load_or_discard(stem)
     if loaded is None:
         t0 = time.perf_counter()
-        vae = fit_vae(images, latent_dim=latent_dim, epochs=epochs, seed=seed, quiet=quiet)
-        cache.save_entry(stem, vae.state_dict(), {"recipe": recipe, "train_seconds": time.perf_counter() - t0})
+        fit_kw = {
+            k: settings[k] for k in ("latent_dim", "width", "epochs", "batch_size", "lr", "beta", "augment", "seed")
+        }
+        vae = fit_vae(images, quiet=quiet, **fit_kw)
+        meta = {"settings": settings, "data": name, "train_seconds": time.perf_counter() - t0}
+        cache.save_entry(stem, vae.state_dict(), meta)
         loaded = cache.load_entry(stem)
         assert loaded is not None
     state, _ = loaded
-    vae = ConvVAE(c, size, latent_dim)
+    vae = ConvVAE(c, size, latent_dim, settings["width"])
     vae.load_state_dict(state, strict=True)
     for p in vae.parameters():
         p.requires_grad_(False)
     return vae.eval()
 
 
-def _ci(values: list[float]) -> str:
+def _mean_std(values: list[float]) -> str:
     a = np.asarray(values, dtype=float)
     return f"{a.mean():.2f}" if a.size < 2 else f"{a.mean():.2f} ± {a.std(ddof=1):.2f}"
 
@@ -159,11 +168,11 @@ def _track_s(z: Sizes, seed: int, quiet: bool) -> tuple[list[dict], dict[str, An
         with torch.no_grad():
             emb = torch.cat([f(held.images[i : i + 200]) for i in range(0, len(held), 200)])
         _, tau, _ = face_zoo.tar_at_far(emb, held.labels, 1e-3, "cosine")
-        taus[k] = tau.value
+        taus[k] = tau
     pairs = face_zoo.track_s_pairs(z.s_pairs, seed)
     att, vic = pairs.attacker, pairs.victim
     mask = _mask("eye", pairs.attacker_landmarks)
-    scorers = {k: _Scorer(models[k], vic, pairs.victim_heldout, taus[k], "cosine") for k in names}
+    scorers = {k: _Scorer(models[k], vic, pairs.victim_heldout, taus[k].value, "cosine") for k in names}
     vae = _vae(synthfaces.train_set(0).images, "synthfaces", epochs=z.s_vae_epochs, latent_dim=32, seed=0, quiet=quiet)
     # the renderer draws the patch in the attacker's own view (pose, scale, light), so it lines up with the face
     renderer = synthfaces.RendererGenerator(view=held.params[pairs.attacker_index, synthfaces.N_ID :])
@@ -196,8 +205,8 @@ def _track_s(z: Sizes, seed: int, quiet: bool) -> tuple[list[dict], dict[str, An
                 "gap_cos": white_black_gap(w["cos"], [b["cos"] for b in bl]),
             })  # fmt: skip
     info = {
-        "embedders": {k: {"tau_far1e-3": taus[k], "tar_far1e-3": getattr(models[k], "meta", {}).get("tar_at_far1e-3")}
-                      for k in names},
+        "embedders": {k: {"tau_far1e-3": taus[k].value, "tau_rule": taus[k].rule, "tau_pairs": taus[k].n_pairs,
+                          "tar_far1e-3": getattr(models[k], "meta", {}).get("tar_at_far1e-3")} for k in names},
         "pairs": z.s_pairs, "mask": "eye", "mask_share": float(mask.double().mean()),
         "pairs_description": pairs.description, "tap": f"MIM, eps 40/255 and 1, {z.s_steps} steps, patience 20",
         "genap": f"Adam lr 0.05, {z.s_genap_steps} steps, |z| <= 3, victim inversion ({z.s_genap_steps} steps)",
@@ -338,23 +347,41 @@ def _track_r(z: Sizes, seed: int, quiet: bool) -> tuple[dict[str, list[dict]], d
         strongest.append(row(fn(), mask=mk, substitutes="see method", method=name))
     strongest.append(next(r for r in table if r["mask"] == mk and r["method"] == "victim paste"))
 
+    # dodging: the eps sweep of the spec's prototype on the eye band, then every method, provenance and mask at eps 40
     dodge: list[dict] = [row(att, "dodge", mask="eye", substitutes="-", method="clean", eps_255=0)]
     for e255 in z.r_dodge_eps:
         eps = e255 / 255
         noise = _sign_noise(att, att, eye, eps, seed)
         dodge.append(row(noise, "dodge", mask="eye", substitutes="-", method="sign noise", eps_255=e255))
         adv = _tap(both, att, enrolled, eye, goal="dodge", eps=eps, steps=steps, init="attacker", seed=seed)
-        dodge.append(row(adv, "dodge", mask="eye", substitutes="both", method="TAP-MIM (transferred)", eps_255=e255))
-    adv = _genap(both, pca, att, enrolled, eye, goal="dodge", steps=steps, latent_bound=3.0, seed=seed)
-    dodge.append(row(adv, "dodge", mask="eye", substitutes="both", method="GenAP-PCA |z|<=3 (no eps)", eps_255=None))
+        dodge.append(row(adv, "dodge", mask="eye", substitutes="both", method="TAP-MIM", eps_255=e255))
+    for mk in z.r_masks:
+        mask = _mask(mk, pairs.attacker_landmarks)
+        if mk != "eye" or 40 not in z.r_dodge_eps:
+            noise = _sign_noise(att, att, mask, EPS, seed)
+            dodge.append(row(noise, "dodge", mask=mk, substitutes="-", method="sign noise", eps_255=40))
+        for sname in z.r_sets:
+            subs = all_sets[sname]
+            for method in ("mim", "dim", "tidim"):
+                if method == "mim" and sname == "both" and mk == "eye" and 40 in z.r_dodge_eps:
+                    continue  # already in the sweep above
+                adv = _tap(subs, att, enrolled, mask, goal="dodge", eps=EPS, steps=steps, method=method,
+                           init="attacker", seed=seed)  # fmt: skip
+                dodge.append(row(adv, "dodge", mask=mk, substitutes=sname, method=f"TAP-{method.upper()}", eps_255=40))
+            for gname, g in gens.items():
+                adv = _genap(subs, g, att, enrolled, mask, goal="dodge", steps=steps, latent_bound=3.0, seed=seed)
+                dodge.append(row(adv, "dodge", mask=mk, substitutes=sname, method=f"GenAP-{gname} |z|<=3",
+                                 eps_255=None))  # fmt: skip
 
     info = {
         "tau": tau.value, "tau_rule": tau.rule, "tau_pairs": tau.n_pairs, "pairs": z.r_pairs,
         "pairs_description": pairs.description, "steps": steps,
         "mask_share": {mk: float(_mask(mk, pairs.attacker_landmarks).double().mean()) for mk in z.r_masks},
-        "students_heldout_cos_to_dlib": {
-            f"{p}/{k}": getattr(m, "meta", {}).get("heldout_cos_to_dlib")
-            for p, d in (("distilled", dist), ("independent", indep)) for k, m in d.items()},
+        "distilled_students_vs_dlib_on_the_attack_faces": {
+            k: {"cos": getattr(m, "meta", {}).get("heldout_cos_to_dlib"),
+                "centred_cos": getattr(m, "meta", {}).get("heldout_centred_cos_to_dlib"),
+                "constant_mean_embedding_cos": getattr(m, "meta", {}).get("mean_embedding_cos_to_dlib")}
+            for k, m in dist.items()},
         "generators": {"PCA": "eigenfaces k 40 of the 60 training faces",
                        "VAE": f"conv VAE latent 32, {z.r_vae_epochs} epochs on the 60 training faces"},
     }  # fmt: skip
@@ -427,7 +454,14 @@ class FacePatchReproduction:
         self.sizes = sizes
 
     def run(self, out_dir: Path, *, quick: bool, seed: int, quiet: bool) -> ReproductionResult:
+        threads = torch.get_num_threads()
         torch.set_num_threads(1)
+        try:
+            return self._run(out_dir, quick=quick, seed=seed, quiet=quiet)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self, out_dir: Path, *, quick: bool, seed: int, quiet: bool) -> ReproductionResult:
         z = self.sizes or (QUICK if quick else FULL)
         t0 = time.perf_counter()
         s_rows, s_info, s_examples = _track_s(z, seed, quiet)
@@ -437,12 +471,13 @@ class FacePatchReproduction:
         summary = []
         for meth in dict.fromkeys(r["method"] for r in s_rows):
             sel = [r for r in s_rows if r["method"] == meth]
-            summary.append({"method": meth, **{k: _ci([r[k] for r in sel]) for k in SUMMARY_KEYS}})
+            summary.append({"method": meth, **{k: _mean_std([r[k] for r in sel]) for k in SUMMARY_KEYS}})
         figure = _figure(s_examples, r_examples, out_dir)
         return ReproductionResult(
             name=self.name, system=self.system, title=self.title, quick=quick, seed=seed,
             config={"sizes": asdict(z), "track_s": {**s_info, "seconds": round(t_s, 1)},
-                    "track_r": {**r_info, "seconds": round(t_r, 1)}, "torch_threads": torch.get_num_threads()},
+                    "track_r": {**r_info, "seconds": round(t_r, 1)}, "torch_threads": torch.get_num_threads(),
+                    "seed_scope": "--seed picks the pairs, DI draws and noise; the model zoo and VAEs are seed 0"},
             tables={"Track S (mean ± std over the white-box substitute)": summary, "Track S, per substitute": s_rows,
                     "Track R: dlib impersonation": r_tables["track_r"],
                     "Track R: white-box reach and strongest transfer attempts": r_tables["track_r_strongest"],

@@ -129,7 +129,11 @@ def test_recipe_keys_differ_and_include_version():
         fz._track_s_recipe("plain-arcface", 1)
     )
     assert fz._track_s_recipe("plain-arcface", 0)["version"] == fz.ZOO_VERSION
-    assert fz._track_r_recipe("plain", "distilled", 0) != fz._track_r_recipe("plain", "independent", 0)
+    base = fz._track_r_recipe("plain", "distilled", 0)
+    assert fz._recipe_key(base) != fz._recipe_key(fz._track_r_recipe("plain", "independent", 0))
+    for field in ("epochs", "arch", "dim", "seed"):  # any training field changes the cache key
+        changed = dict(base, **{field: base[field] + 1 if isinstance(base[field], int) else base[field] + "x"})
+        assert fz._recipe_key(changed) != fz._recipe_key(base), field
 
 
 # ------------------------------------------------------------------------------------------ thresholds

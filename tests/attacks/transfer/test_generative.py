@@ -172,3 +172,89 @@ def test_errors_name_the_argument():
     flat = GenerativePatchAttack(Flat(), _NoEncode(), mask=mask, init="mean", steps=1)
     with pytest.raises(ValueError, match=r"output must be \(N, d\)"):
         flat.run(x[:2], x[:2])
+
+
+class _BNEncoder(nn.Module):
+    """An encoder with BatchNorm: in train mode its output depends on the batch and its statistics move."""
+
+    def __init__(self, gen):
+        super().__init__()
+        self.gen = gen
+        self.bn = nn.BatchNorm1d(gen.latent_dim)
+
+    def forward(self, x):
+        return self.bn(self.gen.encode(x))
+
+
+def test_encoder_runs_in_eval_mode_and_modes_are_restored():
+    x = _faces(40, 1, 8)
+    gen = PCAGenerator.fit(x, k=6)
+    enc = _BNEncoder(gen).train()
+    sub = _Embed(64).train()
+    before = enc.bn.running_mean.clone()
+    attack = GenerativePatchAttack(sub, gen.train(), encoder=enc, mask=torch.ones(8, 8, dtype=torch.bool),
+                                   init="encoder", steps=2, latent_bound=None)  # fmt: skip
+    res = attack.run(x[:4], x[4:8])
+    assert torch.equal(enc.bn.running_mean, before)  # eval mode: statistics untouched
+    assert enc.training and sub.training and gen.training  # every mode restored
+    # eval-mode BatchNorm with fresh statistics is the identity: the start code is the exact projection
+    assert torch.allclose(res.latent_start, gen.encode(x[4:8]), atol=1e-4)
+
+
+def test_float64_faces_with_a_float32_generator():
+    x = _faces(40, 1, 8)
+    gen = PCAGenerator.fit(x, k=6)  # float32 buffers
+    sub = _Embed(64).double()
+    attack = GenerativePatchAttack(sub, gen, mask=torch.ones(8, 8, dtype=torch.bool), steps=3, inversion_steps=3)
+    res = attack.run(x[:3].double(), x[3:6].double())
+    assert res.adversarial.dtype == torch.float64 and res.latent.dtype == torch.float32
+
+
+def test_dodging_lowers_the_cosine_and_init_image_and_patience():
+    x = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(6))
+    gen = PCAGenerator.fit(x, k=10)
+    sub = _Embed(64)
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[1:6, 1:7] = True
+    att = x[:6]
+    enrolled = att.flip(-1)
+    attack = GenerativePatchAttack(sub, gen, goal="dodge", mask=mask, steps=40, latent_bound=3.0)
+    res = attack.run(att, enrolled, init_image=att)
+    with torch.no_grad():
+        cos = torch.nn.functional.cosine_similarity
+        assert float(cos(sub(res.adversarial), sub(enrolled)).mean()) < float(cos(sub(res.start), sub(enrolled)).mean())
+    # init_image: the start inverts that image, not the victim
+    assert torch.allclose(res.latent_start, invert(gen, att, mask[None, None], steps=200, latent_bound=3.0), atol=1e-3)
+    # patience stops a run whose loss cannot fall (a zero-gradient substitute)
+    flat = GenerativePatchAttack(lambda z: torch.ones(z.shape[0], 3) + 0 * z.sum(), gen, mask=mask, steps=50,
+                                 init="mean", patience=4)  # fmt: skip
+    assert flat.run(att, x[6:12]).steps == 5
+
+
+def test_invert_checks_its_mask():
+    x = _faces(10, 1, 8)
+    gen = PCAGenerator.fit(x, k=4)
+    with pytest.raises(ValueError, match="mask must be binary"):
+        invert(gen, x[:2], torch.full((8, 8), 7.0))
+    with pytest.raises(ValueError, match="mask of shape"):
+        invert(gen, x[:2], torch.ones(4, 4, dtype=torch.bool))
+
+
+def test_out_of_range_generator_is_refused_before_the_loop():
+    class Wild(nn.Module):
+        latent_dim = 2
+
+        def forward(self, z):
+            return (z.sum(1) + 5.0).view(-1, 1, 1, 1).expand(-1, 1, 8, 8)
+
+    calls = []
+
+    def sub(x):
+        calls.append(1)
+        return x.flatten(1)[:, :4]
+
+    attack = GenerativePatchAttack(sub, Wild(), mask=torch.ones(8, 8, dtype=torch.bool), init="mean", steps=20)
+    x = _faces(4, 1, 8)
+    with pytest.raises(ValueError, match=r"generator output must lie in \[0, 1\]"):
+        attack.run(x[:2], x[2:4])
+    assert len(calls) == 1  # only the victim's reference embedding: no step was taken

@@ -46,7 +46,7 @@ from torch import nn
 
 from ...core.checks import check_choice, check_float, check_image_batch, check_int, check_tensor
 from ...core.progress import progress
-from .core import TransferAttack, _input_diversity, _momentum_update
+from .core import TransferAttack, _input_diversity, _momentum_update, check_mask
 from .faces import MASK_KINDS
 from .patch import PATCH_GOALS, PatchResult, check_patch_mask, reference_embeddings, resolve_mask
 
@@ -125,6 +125,7 @@ class PCAGenerator(nn.Module):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """The whitened coefficients of ``images`` (exact projection onto the components)."""
         images = check_image_batch(images, "images", shape=tuple(self.mean.shape))
+        images = images.to(self.mean)
         return ((images.flatten(1) - self.mean.flatten()) @ self.components.T) / self.std
 
 
@@ -169,7 +170,7 @@ class ConvVAE(nn.Module):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """The posterior mean code of ``images`` (N, C, size, size in [0, 1])."""
         images = check_image_batch(images, "images", shape=(self.channels, self.size, self.size))
-        return self.posterior(images)[0]
+        return self.posterior(images.to(self.mu.weight))[0]
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         return self.dec(self.dec_in(z).view(z.shape[0], 4 * self._w, self._s, self._s))
@@ -258,7 +259,16 @@ def _check_generator(generator: Any) -> nn.Module:
     return generator
 
 
+def _code_options(generator: nn.Module, like: torch.Tensor) -> dict[str, Any]:
+    """dtype and device of the generator's codes: those of its first floating tensor, else the images'."""
+    for t in (*generator.parameters(), *generator.buffers()):
+        if t.is_floating_point():
+            return {"dtype": t.dtype, "device": t.device}
+    return {"dtype": like.dtype, "device": like.device}
+
+
 def _generate(generator: nn.Module, w: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``G(w)`` checked against the faces' (C, H, W) and cast to their dtype and device."""
     out = generator(w)
     if not isinstance(out, torch.Tensor) or out.dim() != 4 or tuple(out.shape[1:]) != tuple(like.shape[1:]):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -266,7 +276,12 @@ def _generate(generator: nn.Module, w: torch.Tensor, like: torch.Tensor) -> torc
             f"generator output must be (N, C, H, W) = (N, {', '.join(map(str, like.shape[1:]))}) like the faces, "
             f"got {shape}"
         )
-    return out
+    return out.to(dtype=like.dtype, device=like.device)
+
+
+def _check_range(images: torch.Tensor) -> None:
+    if not bool(torch.isfinite(images).all()) or bool((images < 0).any() | (images > 1).any()):
+        raise ValueError("generator output must lie in [0, 1]; squash or clip it inside the generator")
 
 
 def invert(
@@ -292,14 +307,17 @@ def invert(
         None if latent_bound is None else check_float(latent_bound, "latent_bound", minimum=0.0, min_inclusive=False)
     )
     n = images.shape[0]
+    opts = _code_options(generator, images)
     if start is None:
-        w = torch.zeros(n, generator.latent_dim, dtype=images.dtype)
+        w = torch.zeros(n, generator.latent_dim, **opts)
     else:
-        w = check_tensor(start, "start", ndim=2, floating=True).detach().clone().to(images.dtype)
+        w = check_tensor(start, "start", ndim=2, floating=True).detach().clone().to(**opts)
         if w.shape != (n, generator.latent_dim):
             raise ValueError(f"start must have shape ({n}, {generator.latent_dim}), got {tuple(w.shape)}")
     w.requires_grad_(True)
-    weight = torch.ones_like(images) if mask is None else mask.to(images.dtype).expand_as(images)
+    weight = (
+        torch.ones_like(images) if mask is None else check_mask(mask, images, "mask").to(images.dtype).expand_as(images)
+    )
     opt = torch.optim.Adam([w], lr=lr)
     was = generator.training
     generator.eval()
@@ -436,12 +454,20 @@ class GenerativePatchAttack:
         )
 
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            w = self.encoder(images)
+        owner = getattr(self.encoder, "__self__", self.encoder)  # a bound encode() method: its module
+        was = owner.training if isinstance(owner, nn.Module) else None
+        try:
+            if was is not None:
+                owner.eval()  # BatchNorm statistics untouched, no batch dependence
+            with torch.no_grad():
+                w = self.encoder(images)
+        finally:
+            if was is not None:
+                owner.train(was)
         if not isinstance(w, torch.Tensor) or w.shape != (images.shape[0], self.generator.latent_dim):
             shape = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
             raise ValueError(f"encoder output must be (N, {self.generator.latent_dim}), got {shape}")
-        return check_tensor(w, "encoder output", floating=True).detach().to(images.dtype)
+        return check_tensor(w, "encoder output", floating=True).detach().to(**_code_options(self.generator, images))
 
     def _clip(self, w: torch.Tensor, w0: torch.Tensor) -> torch.Tensor:
         if self.radius is not None:
@@ -454,7 +480,7 @@ class GenerativePatchAttack:
         """``w0`` for ``image`` (the victim, or what ``init_image`` names) under ``mask``."""
         n = image.shape[0]
         if self.init == "mean":
-            return torch.zeros(n, self.generator.latent_dim, dtype=image.dtype)
+            return torch.zeros(n, self.generator.latent_dim, **_code_options(self.generator, image))
         w0 = self._encode(image) if self.encoder is not None else None
         if self.init == "encoder":
             assert w0 is not None
@@ -510,6 +536,7 @@ class GenerativePatchAttack:
             w0 = self.start_codes(victim if init_image is None else init_image, m)
             with torch.no_grad():
                 start = torch.where(m, _generate(gen, w0, attacker), attacker)
+            _check_range(start)
             w = w0.clone()
             g = torch.zeros_like(w)
             opt = torch.optim.Adam([w.requires_grad_(True)], lr=self.lr) if self.optimizer == "adam" else None
@@ -553,8 +580,7 @@ class GenerativePatchAttack:
             w = w.detach()
             with torch.no_grad():
                 adv = torch.where(m, _generate(gen, w, attacker), attacker)
-            if bool((adv < 0).any() | (adv > 1).any()) or not bool(torch.isfinite(adv).all()):
-                raise ValueError("generator output must lie in [0, 1]; squash or clip it inside the generator")
+            _check_range(adv)
         finally:
             for mod, mode in zip(modules, modes, strict=True):
                 mod.train(mode)
