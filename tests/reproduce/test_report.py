@@ -255,3 +255,28 @@ def test_face_patch_claims_on_hand_made_rows():
         c_genap.measured == {"best_genap_asr": 0.02, "best_tap_asr": 0.0} and c_genap.holds
     )  # white-box rows excluded
     assert c_plain.measured == {"best_optimised_asr": 0.02, "best_paste_or_noise_asr": 0.05} and not c_plain.holds
+
+
+def test_uap_claims_on_hand_made_rows():
+    """The UAP claims read the rows they name: 3x noise on every Lite, the GD-UAP ordering, the MNIST margins."""
+    from bastion.reproduce.uap import UAPReproduction
+
+    def irow(method, a, b, c):
+        return {"method": method, "Lite0": a, "Lite1": b, "Lite2": c, "Lite0 ±95%": 0, "Lite1 ±95%": 0, "Lite2 ±95%": 0}
+
+    imnet = [irow("sign noise", 0.08, 0.08, 0.02), irow("GD-UAP energy, range prior", 0.65, 0.48, 0.06),
+             irow("divergence, range prior", 0.63, 0.36, 0.05), irow("FFF", 0.44, 0.16, 0.19),
+             irow("GD-UAP energy, no prior", 0.43, 0.18, 0.16)]  # fmt: skip
+
+    def mrow(method, white, cross):
+        return {"method": method, "white": white, "same-arch": white, "cross-arch": cross}
+
+    mnist = [mrow("sign noise", 0.13, 0.10), mrow("divergence, range prior", 0.214, 0.15),
+             mrow("SGD-UAP, owner A's data", 0.23, 0.08)]  # fmt: skip
+    energy, divergence, order, digits = UAPReproduction._claims(imnet, mnist)
+    assert energy.holds  # 0.06 >= 3 x 0.02 on Lite2 exactly at the bar
+    assert not divergence.holds  # 0.05 < 0.06 on Lite2
+    assert order.holds
+    assert digits.holds  # 0.214 >= 0.21, 0.15 >= 0.14, 0.214 >= 0.1725
+    mnist[1]["cross-arch"] = 0.13
+    assert not UAPReproduction._claims(imnet, mnist)[3].holds  # cross-arch margin 0.03 < 0.04

@@ -1,10 +1,17 @@
-"""Transfer attacks (issue #9): MI/DI/TI gradient transfer, face recognition patches, universal perturbations.
+"""Transfer attacks (issue #9): MI/DI/TI gradient transfer, face-recognition patches, universal perturbations.
 
-Landed so far: the composable gradient-transfer core (:mod:`.core`; bit-equal to torchattacks' MIFGSM / DIFGSM),
-the face tools (:mod:`.faces`: MTCNN O-Net landmarks, patch masks from 5 landmarks, ``apply_patch``), a
-pure-PyTorch port of dlib's face-recognition ResNet (:mod:`.dlib_port`, equal to dlib to 4e-7), and TAP-MIM /
-DIM / TIDIM patches with FAR and best-accuracy thresholds and their evaluation (:mod:`.patch`). The patch
-attack on a generative manifold and the data-free universal perturbations are still to come (issue #9).
+- :mod:`.core`: the composable gradient-transfer core (I-FGSM, MI, DI, TI under a mask, ensembles; bit-equal to
+  torchattacks' MIFGSM / DIFGSM).
+- :mod:`.faces`: MTCNN O-Net landmarks, patch masks from 5 landmarks, ``apply_patch``, skimage's LFW faces;
+  :mod:`.dlib_port`: a pure-PyTorch port of dlib's face-recognition ResNet (equal to dlib to 4e-7).
+- :mod:`.patch`: TAP-MIM / DIM / TIDIM patches, FAR and best-accuracy thresholds, ``evaluate_patch_attack``;
+  :mod:`.generative`: GenAP (the patch on a generator's manifold) with eigenface (PCA) and conv-VAE generators.
+- :mod:`.synthfaces` (procedural faces, differentiable renderer) and :mod:`.face_zoo` (Track S embedders, Track R
+  students, pairs, thresholds, the dlib target) for ``bastion reproduce face-patch``.
+- :mod:`.uap`: data-free universal perturbations (divergence / logit / KL / GD-UAP energy / FFF activation;
+  range, jigsaw, class-impression, public or no prior), the SGD-UAP and DeepFool-UAP baselines, ``fooling_rate``
+  and ``transfer_matrix``; :mod:`.uap_zoo`: EfficientNet-Lite0/1/2 targets, ImageNet views, the MNIST-5k
+  two-owner zoo, for ``bastion reproduce uap``.
 """
 
 from .core import (
@@ -34,13 +41,30 @@ from .patch import (
     threshold_at_far,
     white_black_gap,
 )
+from .uap import (
+    OBJECTIVES,
+    PRIORS,
+    DataFreeUAP,
+    UAPResult,
+    deepfool,
+    deepfool_uap,
+    fff,
+    fooling_rate,
+    gd_uap,
+    sgd_uap,
+    sign_noise,
+    transfer_matrix,
+)
 
 __all__ = [
     "DLIB_THRESHOLD",
     "GOALS",
     "MASK_KINDS",
     "NORMS",
+    "OBJECTIVES",
+    "PRIORS",
     "ConvVAE",
+    "DataFreeUAP",
     "DlibFaceResNet",
     "GenerativePatchAttack",
     "GenerativePatchResult",
@@ -52,13 +76,19 @@ __all__ = [
     "TransferAttack",
     "TransferPatchAttack",
     "TransferResult",
+    "UAPResult",
     "apply_patch",
     "best_accuracy_threshold",
     "cosine_loss",
     "cross_entropy_loss",
+    "deepfool",
+    "deepfool_uap",
     "evaluate_patch_attack",
+    "fff",
     "fit_vae",
+    "fooling_rate",
     "gaussian_kernel",
+    "gd_uap",
     "input_diversity",
     "invert",
     "lfw_faces",
@@ -68,8 +98,11 @@ __all__ = [
     "pair_scores",
     "parse_dlib_dat",
     "project",
+    "sgd_uap",
+    "sign_noise",
     "threshold_at_far",
     "to_chip",
+    "transfer_matrix",
     "translation_invariant",
     "white_black_gap",
 ]
