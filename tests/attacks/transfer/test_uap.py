@@ -179,7 +179,7 @@ def test_errors():
         DataFreeUAP(net, prior="nope")
     with pytest.raises(KeyError, match=r"available layers.*1\.0"):
         DataFreeUAP(net, layers=["1.99"])
-    with pytest.raises(ValueError, match="do not fit the surrogate"):
+    with pytest.raises(ValueError, match="input_shape .* does not fit the surrogate"):
         DataFreeUAP(net, prior="range", steps=1).fit((1, 12, 12))  # the model takes 8x8
     with pytest.raises(ValueError, match="prior_data"):
         DataFreeUAP(net, prior="public", steps=1).fit((1, 8, 8), prior_data=torch.rand(4, 1, 9, 9))
@@ -283,3 +283,39 @@ def test_deepfool_uap_fools_and_respects_ball():
     assert res.history[-1]["fooling_rate"] > fooling_rate(net, x, sign_noise((1, 4, 4), 0.15, 0))
     res2 = deepfool_uap(net, x, 0.15, max_passes=3, seed=0)
     assert torch.equal(res.delta, res2.delta)
+
+
+def test_review_fixes_bad_inputs_and_dead_layers():
+    """A dead tapped layer is an error, not a silent no-op; KL needs logits; stats and cached labels are checked."""
+    import pytest
+    from torch import nn
+
+    from bastion.attacks.transfer.uap import DataFreeUAP, fooling_rate
+
+    class Dead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+            self.act = nn.ReLU()
+            self.fc = nn.Linear(2 * 6 * 6, 3)
+            with torch.no_grad():
+                self.conv.weight.zero_()
+                self.conv.bias.fill_(-1.0)  # ReLU output is 0 everywhere
+
+        def forward(self, x):
+            return self.fc(self.act(self.conv(x)).flatten(1))
+
+    net = Dead()
+    with pytest.raises(ValueError, match="all zero"):
+        DataFreeUAP(net, xi=0.1, objective="energy", layers=["act"], steps=3).fit((1, 8, 8))
+    with pytest.raises(ValueError, match="layers must end with 'logits'"):
+        DataFreeUAP(net, xi=0.1, objective="kl", layers=["act"])
+    with pytest.raises(ValueError, match="prior_std"):
+        DataFreeUAP(net, xi=0.1, prior_std=[float("nan")])
+    with pytest.raises(ValueError, match="prior_mean must hold 1 or 1"):
+        DataFreeUAP(net, xi=0.1, objective="logit", prior_mean=[0.1, 0.2], steps=1).fit((1, 8, 8))
+    with pytest.raises(ValueError, match="input_shape"):
+        DataFreeUAP(net, xi=0.1, objective="logit", steps=1).fit((1, 9, 9))
+    x = torch.rand(4, 1, 8, 8)
+    with pytest.raises(ValueError, match="clean_labels"):
+        fooling_rate(net, x, torch.zeros(1, 1, 8, 8), clean_labels=torch.zeros(4, 1, dtype=torch.long))

@@ -196,7 +196,7 @@ def _objective_value(tap: _Tap, objective: str, x: torch.Tensor, delta: torch.Te
             clean = [f.detach() for f in tap(x)]
         adv = tap(xp)
         return sum(torch.log((a - c).flatten(1).pow(2).sum(1) + _EPS).mean() for a, c in zip(adv, clean, strict=True))
-    if objective == "kl":
+    if objective == "kl":  # on the logits (the last tapped output; DataFreeUAP checks it is "logits")
         with torch.no_grad():
             p_log = F.log_softmax(tap(x)[-1], dim=1)
         q_log = F.log_softmax(tap(xp)[-1], dim=1)
@@ -413,6 +413,13 @@ class DataFreeUAP:
         self.seed = check_int(seed, "seed", minimum=0)
         self.quiet = bool(quiet)
         self.layers = _resolve_layers(self.surrogate, layers, self.objective)
+        if self.objective == "kl" and self.layers[-1] != LOGITS:
+            raise ValueError(f"objective='kl' compares class distributions: layers must end with {LOGITS!r}")
+        for name, stat in (("prior_mean", self.prior_mean), ("prior_std", self.prior_std)):
+            if stat is not None and (not bool(torch.isfinite(stat).all()) or bool((stat < 0).any())):
+                raise ValueError(
+                    f"{name} must hold finite values >= 0 (per channel, [0, 1] units), got {stat.tolist()}"
+                )
 
     # ----------------------------------------------------------------- prior sampling
     def _sampler(self, shape, public: torch.Tensor | None, gen: torch.Generator) -> Callable[[], torch.Tensor]:
@@ -431,6 +438,9 @@ class DataFreeUAP:
 
             return draw_public
         mean, std = _range_stats(self.surrogate, c)
+        for name, stat in (("prior_mean", self.prior_mean), ("prior_std", self.prior_std)):
+            if stat is not None and stat.numel() not in (1, c):
+                raise ValueError(f"{name} must hold 1 or {c} (channels) values, got {stat.numel()}")
         if self.prior_mean is not None:
             mean = self.prior_mean.expand(c).clone()
         if self.prior_std is not None:
@@ -507,15 +517,18 @@ class DataFreeUAP:
             )
         gen = torch.Generator().manual_seed(self.seed)
         start = time.perf_counter()
-        with _Frozen(self.surrogate), _Tap(self.surrogate, self.layers) as tap:
+        with _Frozen(self.surrogate):
+            # the sampler first: building class impressions runs the surrogate, which must not fill the tap's buffer
             draw = self._sampler(shape, prior_data, gen)
+        with _Frozen(self.surrogate), _Tap(self.surrogate, self.layers) as tap:
             probe = draw()
             try:
                 with torch.no_grad():
                     tap(probe[:1])
             except (RuntimeError, ValueError) as exc:
                 raise ValueError(
-                    f"prior samples of shape {tuple(probe.shape[1:])} do not fit the surrogate: {exc}"
+                    f"input_shape {tuple(probe.shape[1:])} (the prior's per-sample shape) does not fit the "
+                    f"surrogate's input: {exc}"
                 ) from exc
             delta = ((torch.rand((1, *shape), generator=gen) * 2 - 1) * _bound(self.xi)).requires_grad_(True)
             opt = torch.optim.Adam([delta], lr=self.lr)
@@ -524,6 +537,11 @@ class DataFreeUAP:
             for step in progress(range(self.steps), desc=f"UAP {self.objective}/{self.prior}", quiet=self.quiet):
                 x = probe if step == 0 else draw()
                 value = _objective_value(tap, self.objective, x, delta)
+                if not bool(torch.isfinite(value)):
+                    raise ValueError(
+                        f"the {self.objective} objective is {float(value.detach())} at step {step}: a tapped layer is all "
+                        f"zero for these inputs (log 0); choose other layers than {self.layers}"
+                    )
                 opt.zero_grad(set_to_none=True)
                 (-value).backward()
                 opt.step()
@@ -795,7 +813,14 @@ def fooling_rate(
     was = model.training
     model.eval()
     try:
-        clean = _predict(model, images, batch_size) if clean_labels is None else clean_labels
+        if clean_labels is None:
+            clean = _predict(model, images, batch_size)
+        else:
+            clean = check_tensor(clean_labels, "clean_labels", ndim=1)
+            if clean.shape[0] != images.shape[0]:
+                raise ValueError(
+                    f"clean_labels must hold one label per image ({images.shape[0]}), got {clean.shape[0]}"
+                )
         adv = _predict(model, (images + delta).clamp(0.0, 1.0), batch_size)
     finally:
         model.train(was)
