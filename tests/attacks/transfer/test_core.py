@@ -371,3 +371,23 @@ def test_errors_name_the_argument():
         project(x, x, -1.0)
     with pytest.raises(ValueError, match="norm"):
         descent_step(x, x, 0.1, "l1")
+
+
+def test_patience_with_di_reads_the_iterates_own_loss():
+    """A lucky DI draw must not end the attack: the stopping rule reads the loss of the undiversified iterate."""
+
+    class Spiky(torch.nn.Module):
+        """Scores a zero-padded (DI-resized) input -10, far below any real iterate: a lucky draw that never improves."""
+
+        def forward(self, x):
+            pad = (x[..., -1, :].abs().sum((1, 2)) == 0).float()  # DI pads with zeros; the images have none
+            return torch.where(
+                pad[:, None] > 0, torch.full_like(pad[:, None], -10.0), x.flatten(1).mean(1, keepdim=True)
+            )
+
+    x = 0.4 + 0.4 * torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    loss = lambda out, t: out.mean()  # noqa: E731 - minimise the mean pixel
+    attack = TransferAttack(Spiky(), loss, steps=60, eps=0.3, alpha=0.004, di=0.5, patience=3, seed=0)
+    res = attack.run(x)
+    assert res.steps == 60  # the iterate keeps improving; the padded draws' low losses do not count
+    assert float(res.adversarial.mean()) < float(x.mean()) - 0.1  # pixels stay > 0: no zero row but the pads

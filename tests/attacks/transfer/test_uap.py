@@ -179,7 +179,7 @@ def test_errors():
         DataFreeUAP(net, prior="nope")
     with pytest.raises(KeyError, match=r"available layers.*1\.0"):
         DataFreeUAP(net, layers=["1.99"])
-    with pytest.raises(ValueError, match="input_shape .* does not fit the surrogate"):
+    with pytest.raises(ValueError, match=r"input_shape .* does not fit the surrogate"):
         DataFreeUAP(net, prior="range", steps=1).fit((1, 12, 12))  # the model takes 8x8
     with pytest.raises(ValueError, match="prior_data"):
         DataFreeUAP(net, prior="public", steps=1).fit((1, 8, 8), prior_data=torch.rand(4, 1, 9, 9))

@@ -23,7 +23,8 @@ Followed (spec ``specs/transfer.md``):
   ball around the start ``p0``; ``norm="l2_rms"`` is AT3D's released ``step2d``: step
   ``alpha sqrt(D) g / ||g||_2`` (norm floored at 1e-12), project onto the l2 ball of radius
   ``eps sqrt(D)`` (``D = C H W``, the whole image), then clip to [0, 1]. Optional early stop after
-  ``patience`` steps without a lower batch loss (AT3D: 20).
+  ``patience`` steps without a lower batch loss (AT3D: 20); with DI
+  the rule reads the loss of the undiversified iterate (one extra forward), since a lucky resize would stop it.
 
 Our choices [R]: the linf projection is computed as torchattacks does, ``clip01(p0 + clip(p - p0, -eps,
 eps))``: monotone rounding keeps every iterate inside ``[fl(p0 - eps), fl(p0 + eps)]``. A zero gradient
@@ -544,6 +545,7 @@ class TransferAttack:
                 for step in range(1, self.steps + 1):
                     pv = p.clone().requires_grad_(True)
                     xin = pv if m is None else torch.where(m, pv, x)
+                    composed = xin
                     if self.di > 0:
                         xin = _input_diversity(xin, self.di, self.di_low, generator)
                     loss = self._loss(xin, tlist)
@@ -566,6 +568,11 @@ class TransferAttack:
                     if callback is not None:
                         callback(step, p.clone(), value)
                     if self.patience is not None:
+                        # with DI the step's loss is that of a random resize: a lucky draw would stop the attack.
+                        # The stopping rule reads the loss of the iterate itself (one extra forward, no grad).
+                        if self.di > 0:
+                            with torch.no_grad():
+                                value = float(self._loss(composed.detach(), tlist))
                         if value < best:
                             best, stale = value, 0
                         else:

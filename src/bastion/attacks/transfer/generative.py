@@ -548,6 +548,7 @@ class GenerativePatchAttack:
                 for step in range(1, self.steps + 1):
                     wv = w if opt is not None else w.detach().requires_grad_(True)
                     xin = torch.where(m, _generate(gen, wv, attacker), attacker)
+                    composed = xin.detach()
                     if self.di > 0:
                         xin = _input_diversity(xin, self.di, 0.9, dgen)
                     loss = self.core._loss(xin, tlist)
@@ -571,6 +572,9 @@ class GenerativePatchAttack:
                         if callback is not None:
                             callback(step, cur.clone(), value)
                     if self.patience is not None:
+                        if self.di > 0:  # stop on the iterate's own loss, not on a random resize's (see core)
+                            with torch.no_grad():
+                                value = float(self.core._loss(composed, tlist))
                         if value < best:
                             best, stale = value, 0
                         else:

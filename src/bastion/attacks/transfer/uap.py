@@ -539,8 +539,8 @@ class DataFreeUAP:
                 value = _objective_value(tap, self.objective, x, delta)
                 if not bool(torch.isfinite(value)):
                     raise ValueError(
-                        f"the {self.objective} objective is {float(value.detach())} at step {step}: a tapped layer is all "
-                        f"zero for these inputs (log 0); choose other layers than {self.layers}"
+                        f"the {self.objective} objective is {float(value.detach())} at step {step}: a tapped layer "
+                        f"is all zero for these inputs (log 0); choose other layers than {self.layers}"
                     )
                 opt.zero_grad(set_to_none=True)
                 (-value).backward()
