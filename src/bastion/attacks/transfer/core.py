@@ -51,6 +51,7 @@ from ...core.checks import check_choice, check_float, check_image_batch, check_i
 __all__ = [
     "GOALS",
     "NORMS",
+    "EarlyStop",
     "TransferAttack",
     "TransferResult",
     "check_mask",
@@ -305,6 +306,28 @@ _GOAL_LOSSES = {
 
 
 # --------------------------------------------------------------------------- attack
+class EarlyStop:
+    """Stop after ``patience`` consecutive values that are not below the best so far (``None``: never stop).
+
+    >>> stop = EarlyStop(2)
+    >>> [stop(v) for v in (3.0, 2.0, 2.5, 2.0, 1.0)]
+    [False, False, False, True, False]
+    """
+
+    def __init__(self, patience: int | None) -> None:
+        self.patience = patience
+        self.best, self.stale = math.inf, 0
+
+    def __call__(self, value: float) -> bool:
+        if self.patience is None:
+            return False
+        if value < self.best:
+            self.best, self.stale = value, 0
+            return False
+        self.stale += 1
+        return self.stale >= self.patience
+
+
 @dataclass
 class TransferResult:
     """What :meth:`TransferAttack.run` returns.
@@ -539,7 +562,7 @@ class TransferAttack:
         p, g = p0.clone(), torch.zeros_like(p0)
         history = [p0.clone()] if record else None
         losses: list[float] = []
-        best, stale = math.inf, 0
+        stop = EarlyStop(self.patience)
         try:
             with torch.enable_grad():
                 for step in range(1, self.steps + 1):
@@ -573,12 +596,8 @@ class TransferAttack:
                         if self.di > 0:
                             with torch.no_grad():
                                 value = float(self._loss(composed.detach(), tlist))
-                        if value < best:
-                            best, stale = value, 0
-                        else:
-                            stale += 1
-                            if stale >= self.patience:
-                                break
+                        if stop(value):
+                            break
         finally:
             for mod, mode in zip(modules, modes, strict=True):
                 mod.train(mode)

@@ -46,7 +46,7 @@ from torch import nn
 
 from ...core.checks import check_choice, check_float, check_image_batch, check_int, check_tensor
 from ...core.progress import progress
-from .core import TransferAttack, _input_diversity, _momentum_update, check_mask
+from .core import EarlyStop, TransferAttack, _input_diversity, _momentum_update, check_mask
 from .faces import MASK_KINDS
 from .patch import PATCH_GOALS, PatchResult, check_patch_mask, reference_embeddings, resolve_mask
 
@@ -543,7 +543,7 @@ class GenerativePatchAttack:
             dgen = torch.Generator().manual_seed(self.seed)
             history = [start.clone()] if record else None
             losses: list[float] = []
-            best, stale = math.inf, 0
+            stop = EarlyStop(self.patience)
             with torch.enable_grad():
                 for step in range(1, self.steps + 1):
                     wv = w if opt is not None else w.detach().requires_grad_(True)
@@ -575,12 +575,8 @@ class GenerativePatchAttack:
                         if self.di > 0:  # stop on the iterate's own loss, not on a random resize's (see core)
                             with torch.no_grad():
                                 value = float(self.core._loss(composed, tlist))
-                        if value < best:
-                            best, stale = value, 0
-                        else:
-                            stale += 1
-                            if stale >= self.patience:
-                                break
+                        if stop(value):
+                            break
             w = w.detach()
             with torch.no_grad():
                 adv = torch.where(m, _generate(gen, w, attacker), attacker)
