@@ -11,8 +11,14 @@ Two parts, each measurement in its own subprocess so that its peak RSS (``ru_max
    three libraries read; DeepFM d = 16, MLP 400-400-400, batch 4096, Adam 1e-3, 1 epoch, 1 thread; the three
    run back to back, ``--repeats`` times (medians reported). bastion trains with its fused sparse table
    (lazy row-wise Adam) and dense Adam, the anchors with their own loops (``benchmarks/_ctr_anchors.py``).
-   The acceptance figures are float32 throughout; a fourth row, ``bastion-bf16``, is bastion with
-   ``mixed_precision="bf16"`` (autocast forward), a setting the anchors do not offer on a CPU.
+   The acceptance figures are float32 throughout. bastion's MLP layers run through oneDNN on CPU
+   (:mod:`bastion.ctr.dense`; the anchors' ``nn.Linear`` calls MKL), so three more rows attribute the
+   differences: ``bastion-mkl`` is bastion with every layer through ``F.linear`` (``set_onednn(False)``);
+   ``bastion-anchor-emb`` takes the anchors' embedding settings (dense Adam over every table row, init
+   N(0, 1e-4)) to show how much of the AUC difference those two choices make; ``bastion-bf16`` is bastion
+   with ``mixed_precision="bf16"`` (autocast forward), a setting the anchors do not offer on a CPU. A ``gemm``
+   child times the MLP's three products (first-layer shape) in MKL and oneDNN with their float32 error
+   against a float64 product, and names the CPU.
 
 ::
 
@@ -102,18 +108,42 @@ def child_train_stream(data: str, batch_size: int) -> dict:
     }
 
 
+VARIANTS = {
+    "fp32": "bastion",
+    "fp32-mkl": "bastion-mkl",
+    "fp32-anchor-emb": "bastion-anchor-emb",
+    "bf16": "bastion-bf16",
+}
+
+
 def child_bastion(npz: str, threads: int, seed: int, precision: str = "fp32") -> dict:
     """bastion's side of the side-by-side: the same arrays the anchors read."""
     import numpy as np
     import torch
 
     _threads(threads)
+    from bastion.ctr import dense
     from bastion.ctr.features import FeatureSpec
     from bastion.ctr.metrics import auc
     from bastion.ctr.models import build_model
     from bastion.ctr.pipeline import ArrayBatches
     from bastion.ctr.trainer import TrainConfig, fit, predict
 
+    if precision not in VARIANTS:
+        raise ValueError(f"precision must be one of {sorted(VARIANTS)}, got {precision!r}")
+    dense.set_onednn(precision != "fp32-mkl")  # fp32-mkl: every layer through F.linear (MKL), for attribution
+    onednn_calls = [0]  # counts the layers that really took oneDNN (not just the switch)
+    onednn_apply = dense._OneDNNLinear.apply
+
+    def counted(*args):
+        onednn_calls[0] += 1
+        return onednn_apply(*args)
+
+    dense._OneDNNLinear.apply = counted
+    mp = "bf16" if precision == "bf16" else None
+    # fp32-anchor-emb: the anchors' embedding settings (dense Adam over every row, init N(0, 1e-4)) to show
+    # where the AUC difference comes from
+    emb_kw = {"sparse": False, "init_std": 1e-4} if precision == "fp32-anchor-emb" else {}
     import_rss = _rss_mib()
     with np.load(npz) as z:
         data = {k: z[k] for k in z.files}
@@ -126,16 +156,17 @@ def child_bastion(npz: str, threads: int, seed: int, precision: str = "fp32") ->
         {"ids": data["test_ids"], "label": data["test_label"].astype(np.float32)}, batch_size=16384, shuffle=False
     )
     torch.manual_seed(seed)
-    model = build_model("deepfm", spec, dim=16, mlp=(400, 400, 400))
+    model = build_model("deepfm", spec, dim=16, mlp=(400, 400, 400), **emb_kw)
     model.validate_inputs = False  # the anchors check nothing per batch either
-    mp = None if precision == "fp32" else precision
     res = fit(
         model, train, None, TrainConfig(epochs=1, lr=1e-3, seed=seed, mixed_precision=mp), set_epoch=train.set_epoch
     )
+    train_calls = onednn_calls[0]
     pred = predict(model, test)
     n_params = sum(p.numel() for p in model.parameters())
     return {
-        "library": "bastion" if mp is None else f"bastion-{mp}",
+        "library": VARIANTS[precision],
+        "onednn_layer_calls_per_step": train_calls / max(res.steps, 1),
         "version": _version(),
         "test_auc": auc(pred["label"], pred["p"]),
         "train_seconds": res.train_seconds,
@@ -149,6 +180,52 @@ def child_bastion(npz: str, threads: int, seed: int, precision: str = "fp32") ->
     }
 
 
+def child_gemm(threads: int) -> dict:
+    """The MLP's three products at DeepFM's first-layer shape, MKL (``F.linear`` / ``mm``) vs oneDNN."""
+    import torch
+
+    _threads(threads)
+    from bastion.ctr.dense import onednn_available
+
+    lp = torch.ops.mkldnn._linear_pointwise if onednn_available() else None
+    g = torch.Generator().manual_seed(0)
+    b, k, n = 4096, 29 * 16, 400
+    x, w, gy = torch.randn(b, k, generator=g), torch.randn(n, k, generator=g), torch.randn(b, n, generator=g)
+    cases = {
+        "forward x W^T": (lambda: x @ w.t(), lambda: lp(x, w, None, "none", [], ""), x.double() @ w.double().t()),
+        "grad input g W": (lambda: gy @ w, lambda: lp(gy, w.t(), None, "none", [], ""), gy.double() @ w.double()),
+        "grad weight g^T x": (
+            lambda: gy.t() @ x, lambda: lp(gy.t(), x.t(), None, "none", [], ""), gy.double().t() @ x.double()
+        ),
+    }  # fmt: skip
+
+    def best_ms(fn, reps: int = 15) -> float:
+        fn()
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return 1000 * min(times)
+
+    flop = 2.0 * b * k * n
+    rows = []
+    for name, (mkl, onednn, ref) in cases.items():
+        row = {"product": name, "mkl_ms": best_ms(mkl)}
+        row["mkl_gflops"] = flop / row["mkl_ms"] / 1e6
+        row["mkl_max_rel_err"] = float((mkl().double() - ref).abs().max() / ref.abs().max())
+        if lp is not None:
+            row["onednn_ms"] = best_ms(onednn)
+            row["onednn_gflops"] = flop / row["onednn_ms"] / 1e6
+            row["onednn_max_rel_err"] = float((onednn().double() - ref).abs().max() / ref.abs().max())
+            row["speedup"] = row["mkl_ms"] / row["onednn_ms"]
+        rows.append(row)
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.is_file() else []
+    cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "unknown")
+    return {"shape": [b, k, n], "threads": threads, "cpu": cpu, "onednn_available": lp is not None, "rows": rows}
+
+
 def _version() -> str:
     import bastion
 
@@ -160,6 +237,7 @@ CHILDREN = {
     "pipeline": child_pipeline,
     "train_stream": child_train_stream,
     "bastion": child_bastion,
+    "gemm": child_gemm,
 }
 
 
@@ -241,13 +319,14 @@ def side_part(work: Path, rows: int, repeats: int, threads: int) -> dict:
         test_label=test["label"],
         field_sizes=sizes,
     )
-    runs: dict[str, list[dict]] = {"bastion": [], "deepctr": [], "fuxictr": [], "bastion-bf16": []}
+    gemm = _run_child("gemm", str(threads))
+    precision = {lib: key for key, lib in VARIANTS.items()}
+    runs: dict[str, list[dict]] = {lib: [] for lib in ("bastion", "deepctr", "fuxictr", *list(VARIANTS.values())[1:])}
     for r in range(repeats):
         for lib in runs:
             print(f"side: repeat {r + 1}/{repeats}: {lib}", flush=True)
             if lib.startswith("bastion"):
-                prec = "bf16" if lib.endswith("bf16") else "fp32"
-                runs[lib].append(_run_child("bastion", str(npz), str(threads), "0", prec))
+                runs[lib].append(_run_child("bastion", str(npz), str(threads), "0", precision[lib]))
             else:
                 runs[lib].append(_run_child(lib, str(npz), "--threads", str(threads)))
     med = {
@@ -273,6 +352,9 @@ def side_part(work: Path, rows: int, repeats: int, threads: int) -> dict:
         "lazy row-wise Adam (SparseAdam semantics: only rows in the batch move) where both anchors run dense "
         "Adam over every embedding row, so part of the speed gap is that optimizer choice"
     )
+    summary["onednn_layer_calls_per_step"] = runs["bastion"][0]["onednn_layer_calls_per_step"]
+    summary["mkl_layers_speedup_vs_deepctr"] = med["bastion-mkl"]["samples_per_s"] / med["deepctr"]["samples_per_s"]
+    summary["anchor_emb_auc_gap_to_better_anchor"] = med["bastion-anchor-emb"]["test_auc"] - best_anchor_auc
     summary["bf16_speedup_vs_deepctr"] = med["bastion-bf16"]["samples_per_s"] / med["deepctr"]["samples_per_s"]
     summary["bf16_auc_gap_to_better_anchor"] = med["bastion-bf16"]["test_auc"] - best_anchor_auc
     summary["holds"] = {
@@ -281,7 +363,7 @@ def side_part(work: Path, rows: int, repeats: int, threads: int) -> dict:
         ">= 2x DeepCTR-Torch": summary["speedup_vs_deepctr"] >= 2.0,
         ">= 1.5x FuxiCTR": summary["speedup_vs_fuxictr"] >= 1.5,
     }
-    return {"runs": runs, "median": med, "summary": summary}
+    return {"runs": runs, "median": med, "summary": summary, "gemm": gemm}
 
 
 def _print(result: dict) -> None:
@@ -292,7 +374,7 @@ def _print(result: dict) -> None:
             if k != "summary":
                 print(f"| {k} | {v.get('rows', '')} | {v.get('seconds', 0):.1f} | {v['peak_rss_mib']:.0f} |")
         print(json.dumps(m["summary"], indent=1))
-    if "side" in result:
+    if "side" in result and "median" in result["side"]:
         s = result["side"]
         print("\n| library | test AUC | samples/s | train s | peak RSS MiB |  (medians)\n|---|---|---|---|---|")
         for lib, v in s["median"].items():
@@ -301,11 +383,19 @@ def _print(result: dict) -> None:
                 f"{v['peak_rss_mib']:.0f} |"
             )
         print(json.dumps(s["summary"], indent=1))
+    gm = result.get("side", {}).get("gemm")
+    if gm:
+        print(f"\nGEMM {gm['shape']} on {gm['cpu']}, {gm['threads']} thread(s)")
+        print("| product | MKL ms | oneDNN ms | speed-up | oneDNN max rel err |\n|---|---|---|---|---|")
+        for r in gm["rows"]:
+            nan = float("nan")
+            print(f"| {r['product']} | {r['mkl_ms']:.2f} | {r.get('onednn_ms', nan):.2f} | "
+                  f"{r.get('speedup', nan):.2f} | {r.get('onednn_max_rel_err', nan):.1e} |")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=["memory", "side", "all"], default="all")
+    ap.add_argument("--part", choices=["memory", "side", "gemm", "all"], default="all")
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     ap.add_argument("--rows", type=int, default=None, help="generated rows of the side-by-side data (>= 500K)")
     ap.add_argument("--repeats", type=int, default=3)
@@ -336,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
                 (200_000, 1_000_000, 100_000, 500_000) if args.quick else (10_000_000, 50_000_000, 1_000_000, 5_000_000)
             )
             result["memory"] = memory_part(work, *sizes)
+        if args.part == "gemm":  # the side part runs it too
+            result["side"] = {"gemm": _run_child("gemm", str(args.threads))}
         if args.part in ("side", "all"):
             rows = args.rows or (120_000 if args.quick else 800_000)
             result["side"] = side_part(work, rows, 1 if args.quick else args.repeats, args.threads)

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.checks import check_choice, check_float, check_int
+from .dense import MLP
 from .features import FeatureSpec, check_batch
 
 __all__ = [
@@ -94,8 +95,11 @@ def _check_layers(layers: Sequence[int] | None, name: str, *, allow_empty: bool 
     return out
 
 
-def _mlp(in_dim: int, hidden: Sequence[int], dropout: float = 0.0, out_dim: int | None = None) -> nn.Sequential:
-    """Linear-ReLU(-Dropout) stack over ``hidden``; a final plain Linear to ``out_dim`` if given."""
+def _mlp(in_dim: int, hidden: Sequence[int], dropout: float = 0.0, out_dim: int | None = None) -> MLP:
+    """Linear-ReLU(-Dropout) stack over ``hidden``; a final plain Linear to ``out_dim`` if given.
+
+    An :class:`~bastion.ctr.dense.MLP`: float32 CPU layers run through oneDNN (see :mod:`bastion.ctr.dense`).
+    """
     layers: list[nn.Module] = []
     width = in_dim
     for h in hidden:
@@ -105,7 +109,7 @@ def _mlp(in_dim: int, hidden: Sequence[int], dropout: float = 0.0, out_dim: int 
         width = h
     if out_dim is not None:
         layers.append(nn.Linear(width, out_dim))
-    return nn.Sequential(*layers)
+    return MLP(*layers)
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
