@@ -170,6 +170,10 @@ def test_antm2c_reproduction_code_path(tmp_path):
     gain = result.claims[0].measured["gain"]
     assert gain == result.claims[0].measured["cold_auc_mm"] - result.claims[0].measured["cold_auc_id"]
     assert result.claims[0].holds == (gain >= 0.03)
+    checks = {r["check"]: r for r in result.tables["Generator checks (spec section 5)"]}
+    zipf = checks["zipf_slope_top1000"]  # each bounded figure is shown against the spec's bounds
+    assert zipf["spec bounds"] == "[-1.3, -0.9]" and zipf["within"] == (-1.3 <= zipf["value"] <= -0.9)
+    assert sum("within" in r for r in checks.values()) == 6
     assert (tmp_path / "antm2c_auc.png").read_bytes()[:4] == b"\x89PNG"
 
 
