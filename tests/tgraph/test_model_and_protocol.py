@@ -67,6 +67,39 @@ def test_protocol_runs_every_method_reproducibly(method):
     assert 0 <= a.af <= 100 and 0 <= a.ap <= 100
 
 
+@pytest.mark.parametrize("method", ["finetune", "joint"])
+def test_joint_training_early_stops_on_the_validation_nodes_of_every_seen_task(method, monkeypatch):
+    """Joint training selects on every seen task's whole validation set; other methods on the newest task's."""
+    from bastion.tgraph import protocol
+
+    g = small_graph()
+    calls: list[torch.Tensor] = []  # the nodes of each validation-time accuracy call
+    original = protocol._Runner._accuracy
+
+    def spy(self, preds, nodes, seen):
+        if all(not torch.equal(nodes, t) for t in self.split.test_nodes):  # a validation call, not a test one
+            calls.append(nodes.clone())
+            self.val_nodes_of = [self._val_nodes(j) for j in range(len(self.split.val))]
+            assert all(int(n) in preds for n in nodes.tolist())  # every validation node gets a prediction
+        return original(self, preds, nodes, seen)
+
+    runner_holder = {}
+    original_init = protocol._Runner.__init__
+
+    def init(self, *args, **kw):
+        original_init(self, *args, **kw)
+        runner_holder["r"] = self
+
+    monkeypatch.setattr(protocol._Runner, "_accuracy", spy)
+    monkeypatch.setattr(protocol._Runner, "__init__", init)
+    run_protocol(g, method, epochs=1, patience=1, seed=0)
+    v0, v1 = runner_holder["r"].val_nodes_of
+    assert len(v0) > 5 and len(v1) > 5
+    assert bool((g.node_labels[v0] < 3).all()) and bool((g.node_labels[v1] >= 3).all())
+    expected = [v0, v1, v0] if method == "joint" else [v0, v1]
+    assert len(calls) == len(expected) and all(torch.equal(a, b) for a, b in zip(calls, expected, strict=True))
+
+
 def test_class_scenario_forgets_under_fine_tuning_more_than_joint_training():
     g = small_graph()
     ft = run_protocol(g, "finetune", scenario="class", epochs=6, patience=6, lr=3e-3)

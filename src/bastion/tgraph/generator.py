@@ -17,7 +17,7 @@ Calibration (frozen once issue #7's difficulty check held; one thread, ``reddit_
 class, 20 epochs, lr 3e-3, patience 5): ``noise = 3`` gives a linear probe 0.73-0.82 on one task's
 features; the backbone's one-task accuracy falls from 89.4 +- 2.5 at h = 0.2 to 78.9 +- 3.5 at h = 0.8
 (3 seeds); task-scenario fine-tuning forgets AF 11.7 with the official fixed heads and 4.0 with
-trained heads, joint training 1.3 / 2.3 (seed 0).
+trained heads, joint training 1.3 / 2.3 (seed 0; joint then early-stopped on the newest task only).
 """
 
 from __future__ import annotations

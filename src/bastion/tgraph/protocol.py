@@ -12,11 +12,12 @@ own test edges, other nodes do not. Task scenario: a node is scored with its own
 class scenario: one head over every class seen so far.
 
 Methods (one protocol for all): ``finetune``; ``joint`` (cumulative: task ``i`` trains on the train
-events of tasks 0..i, an upper bound); ``ewc`` (diagonal Fisher of each finished task, penalty
-``ewc_lambda``); ``lwf`` (distillation of the old heads' outputs from the model as it was before the
-task, temperature 2); ``replay`` (random train events of every old class, ``replay_per_class`` of
-them: 40 by default, OTGNet's budget of 10 closed and 10 open triads of two edges each),
-appended to every later batch with their nodes' memory from their task's snapshot; loss
+events of tasks 0..i and early-stops on the mean validation accuracy of tasks 0..i, each old task scored
+as the test scores it, an upper bound); ``ewc``
+(diagonal Fisher of each finished task, penalty ``ewc_lambda``); ``lwf`` (distillation of the old heads'
+outputs from the model as it was before the task, temperature 2); ``replay`` (random train events of every
+old class, ``replay_per_class`` of them: 40 by default, OTGNet's budget of 10 closed and 10 open triads of
+two edges each), appended to every later batch with their nodes' memory from their task's snapshot; loss
 ``0.5 mean(new) + 0.5 mean(replayed)``).
 """
 
@@ -147,8 +148,7 @@ class _Runner:
         val_events = split.val[t]
         val_sampler = RecentNeighbourSampler(g.src, g.dst, g.ts, k=self.model.k_n,
                                              events=torch.cat([cur, val_events]))  # fmt: skip
-        val_nodes = torch.unique(torch.cat([g.src[val_events], g.dst[val_events]]))
-        val_nodes = val_nodes[(split.role[val_nodes] == 1) & (self.labels[val_nodes] // g.classes_per_task == t)]
+        val_nodes = self._val_nodes(t)
         params = self._main_params()
         opt = torch.optim.Adam(params, lr=self.lr)
         best, best_epoch, best_state, best_mem, wait = -1.0, -1, None, None, 0
@@ -185,6 +185,8 @@ class _Runner:
             self._stream(cur, sampler, seen)
             acc = self._accuracy(self._stream(val_events, val_sampler, seen), val_nodes, seen)
             acc = 0.0 if acc != acc else acc
+            if self.method == "joint" and t > 0:
+                acc = self._joint_validation(t, acc, seen)
             if acc > best:
                 best, best_epoch, wait = acc, epoch, 0
                 best_state = copy.deepcopy({k: v for k, v in self.model.state_dict().items() if k != "memory"})
@@ -198,6 +200,32 @@ class _Runner:
         self.snapshots.append(best_mem)
         self._after_task(t, cur, sampler, seen)
         return best_epoch
+
+    def _val_nodes(self, j: int) -> torch.Tensor:
+        """Task ``j``'s validation nodes: role 1, of task ``j``'s classes, in task ``j``'s validation events."""
+        g, ev = self.g, self.split.val[j]
+        nodes = torch.unique(torch.cat([g.src[ev], g.dst[ev]]))
+        return nodes[(self.split.role[nodes] == 1) & (self.labels[nodes] // g.classes_per_task == j)]
+
+    def _joint_validation(self, t: int, acc_t: float, seen: int) -> float:
+        """Joint training (the cumulative upper bound) selects its epoch on every seen task, equally weighted.
+
+        Task ``t`` is scored as for every method; an old task ``j`` as :meth:`evaluate` will score it (its memory
+        snapshot, its own train + val events as neighbours), on its validation events and nodes. Selecting on
+        task ``t`` alone would let the old tasks drift with the newest one's best epoch. The memory is left
+        as task ``t``'s validation left it (it becomes the snapshot of the best epoch).
+        """
+        g, split = self.g, self.split
+        kept = self.model.memory.clone()
+        accs = [acc_t]
+        for j in range(t):
+            self.model.memory.copy_(self.snapshots[j])
+            events = torch.cat([split.train[j], split.val[j]]).sort().values
+            sampler = RecentNeighbourSampler(g.src, g.dst, g.ts, k=self.model.k_n, events=events)
+            a = self._accuracy(self._stream(split.val[j], sampler, seen, write=False), self._val_nodes(j), seen)
+            accs.append(0.0 if a != a else a)
+        self.model.memory.copy_(kept)
+        return sum(accs) / len(accs)
 
     def evaluate(self, j: int, seen: int) -> float:
         g, split = self.g, self.split
