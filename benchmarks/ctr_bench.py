@@ -9,7 +9,8 @@ Two parts, each measurement in its own subprocess so that its peak RSS (``ru_max
 2. **Side by side** (acceptance 2): one generated data set (>= 500K rows), encoded once by bastion (user and
    item ids by vocabulary, 27 hashed deep features: 29 fields, ids < 2^24), written to one ``.npz`` that all
    three libraries read; DeepFM d = 16, MLP 400-400-400, batch 4096, Adam 1e-3, 1 epoch, 1 thread; the three
-   run back to back, ``--repeats`` times (medians reported). bastion trains with its fused sparse table
+   run back to back, ``--repeats`` times, repeat r with seed r for every library (medians reported, and each
+   seed's AUC gap to that seed's better anchor). bastion trains with its fused sparse table
    (lazy row-wise Adam) and dense Adam, the anchors with their own loops (``benchmarks/_ctr_anchors.py``).
    The acceptance figures are float32 throughout. bastion's MLP layers run through oneDNN on CPU
    (:mod:`bastion.ctr.dense`; the anchors' ``nn.Linear`` calls MKL), so three more rows attribute the
@@ -325,10 +326,10 @@ def side_part(work: Path, rows: int, repeats: int, threads: int) -> dict:
     for r in range(repeats):
         for lib in runs:
             print(f"side: repeat {r + 1}/{repeats}: {lib}", flush=True)
-            if lib.startswith("bastion"):
-                runs[lib].append(_run_child("bastion", str(npz), str(threads), "0", precision[lib]))
+            if lib.startswith("bastion"):  # repeat r runs every library with seed r
+                runs[lib].append(_run_child("bastion", str(npz), str(threads), str(r), precision[lib]))
             else:
-                runs[lib].append(_run_child(lib, str(npz), "--threads", str(threads)))
+                runs[lib].append(_run_child(lib, str(npz), "--threads", str(threads), "--seed", str(r)))
     med = {
         lib: {
             k: statistics.median(x[k] for x in rs)
@@ -355,6 +356,11 @@ def side_part(work: Path, rows: int, repeats: int, threads: int) -> dict:
     summary["onednn_layer_calls_per_step"] = runs["bastion"][0]["onednn_layer_calls_per_step"]
     summary["mkl_layers_speedup_vs_deepctr"] = med["bastion-mkl"]["samples_per_s"] / med["deepctr"]["samples_per_s"]
     summary["anchor_emb_auc_gap_to_better_anchor"] = med["bastion-anchor-emb"]["test_auc"] - best_anchor_auc
+    for lib in ("bastion", "bastion-anchor-emb"):  # per seed: each repeat's gap to that seed's better anchor
+        summary[f"{lib}_auc_gap_per_seed"] = [
+            runs[lib][r]["test_auc"] - max(runs["deepctr"][r]["test_auc"], runs["fuxictr"][r]["test_auc"])
+            for r in range(repeats)
+        ]
     summary["bf16_speedup_vs_deepctr"] = med["bastion-bf16"]["samples_per_s"] / med["deepctr"]["samples_per_s"]
     summary["bf16_auc_gap_to_better_anchor"] = med["bastion-bf16"]["test_auc"] - best_anchor_auc
     summary["holds"] = {
