@@ -112,8 +112,8 @@ def test_fit_reads_no_data_and_surrogate_sees_only_prior_samples(monkeypatch):
     def spy(self, shape, public, gen):
         draw = orig(self, shape, public, gen)
 
-        def wrapped():
-            x = draw()
+        def wrapped(*args):  # training batches, and (g, n) for the proxy validation set
+            x = draw(*args)
             drawn.append(x.clone())
             return x
 
@@ -125,14 +125,13 @@ def test_fit_reads_no_data_and_surrogate_sees_only_prior_samples(monkeypatch):
         uap.fit(SHAPE, prior_data=target_data)  # handing it data is refused without reading it
     res = uap.fit(SHAPE)
     assert RaisingLoader.touched == 0
-    # every batch the surrogate saw is a prior batch, or a prior batch plus a perturbation inside the ball
+    # every image the surrogate saw (training batches and the proxy validation set) is a prior sample, or a
+    # prior sample plus a perturbation inside the ball
     assert rec.seen
+    pool = torch.cat(drawn).flatten(1)
     for x in rec.seen:
-        assert any(
-            x.shape[1:] == p.shape[1:] and x.shape[0] <= p.shape[0]
-            and float((x - p[: x.shape[0]]).abs().max()) <= 0.1 + 1e-6
-            for p in drawn
-        )  # fmt: skip
+        dist = (x.flatten(1)[:, None, :] - pool[None]).abs().amax(-1)  # (seen, drawn) linf distances
+        assert bool((dist.amin(1) <= 0.1 + 1e-6).all())
     assert float(res.delta.abs().max()) <= 0.1
     # a public-prior fit reads only what it is given, and rejects a non-tensor without iterating it
     with pytest.raises(TypeError, match="prior_data"):
@@ -165,6 +164,54 @@ def test_fooling_rate_vs_brute_force_and_matrix():
     assert rows[0]["a"] == pytest.approx(brute / 37) and rows[1]["b"] == 0.0
 
 
+def test_proxy_validation_returns_best_checkpoint(monkeypatch):
+    # FFF halves delta on its last step: "last" returns the halved delta, "best" the validated one before it
+    kw = dict(xi=0.1, steps=6, halve_every=6, lr=0.05, seed=2)
+    last = fff(tiny_net(), **kw)
+    last.select = "last"
+    r_last, r_best = last.fit(SHAPE), fff(tiny_net(), **kw).fit(SHAPE)
+    assert [h["loss"] for h in r_last.history] == [h["loss"] for h in r_best.history]  # same trajectory
+    assert r_last.history[-1]["rescaled"] and r_last.config["chosen_step"] == 5
+    assert float(r_last.delta.abs().max()) <= 0.05 + 1e-7  # halved
+    assert "val_fooling" in r_best.history[-1]  # scored before the halving
+    assert float(r_best.delta.abs().max()) > 0.09 and torch.equal(r_best.delta, 2 * r_last.delta)
+
+    # divergence on the range prior: the returned delta is the checkpoint with the highest proxy fooling rate,
+    # recomputed here from the validation images the fit drew (own stream: calls with (generator, n))
+    val_draws: list[torch.Tensor] = []
+    orig = DataFreeUAP._sampler
+
+    def spy(self, shape, public, gen):
+        draw = orig(self, shape, public, gen)
+
+        def wrapped(*args):
+            x = draw(*args)
+            if args:
+                val_draws.append(x.clone())
+            return x
+
+        return wrapped
+
+    monkeypatch.setattr(DataFreeUAP, "_sampler", spy)
+    net = tiny_net(3)
+    uap = DataFreeUAP(net, xi=0.5, objective="divergence", prior="range", steps=20, batch_size=4, lr=0.1,
+                      val_size=10, validate_every=4, seed=0)  # fmt: skip
+    res = uap.fit(SHAPE)
+    val_x = torch.cat(val_draws)
+    assert val_x.shape[0] == 10
+    checks = [h for h in res.history if "val_fooling" in h]
+    assert [h["step"] for h in checks] == [
+        h["step"] for h in res.history if (h["step"] + 1) % 4 == 0 or h["rescaled"] or h["step"] == 19
+    ]
+    best = max(checks, key=lambda h: (h["val_fooling"], h["val_objective"]))
+    assert res.config["chosen_step"] == best["step"] != 19  # an early checkpoint beat the final one here
+    assert len({h["val_fooling"] for h in checks}) > 2
+    assert fooling_rate(net, val_x, res.delta) == pytest.approx(best["val_fooling"])
+    assert val(uap_objective(net, val_x, res.delta, "divergence")) == pytest.approx(best["val_objective"], rel=1e-5)
+    uap.select = "last"
+    assert [h["loss"] for h in uap.fit(SHAPE).history] == [h["loss"] for h in res.history]
+
+
 def test_errors():
     net = tiny_net()
     with pytest.raises(ValueError, match="xi"):
@@ -177,6 +224,12 @@ def test_errors():
         DataFreeUAP(net, objective="nope")
     with pytest.raises(ValueError, match="prior"):
         DataFreeUAP(net, prior="nope")
+    with pytest.raises(ValueError, match="select"):
+        DataFreeUAP(net, select="first")
+    with pytest.raises(ValueError, match="val_size"):
+        DataFreeUAP(net, val_size=0)
+    with pytest.raises(ValueError, match="validate_every"):
+        DataFreeUAP(net, validate_every=0)
     with pytest.raises(KeyError, match=r"available layers.*1\.0"):
         DataFreeUAP(net, layers=["1.99"])
     with pytest.raises(ValueError, match=r"input_shape .* does not fit the surrogate"):
