@@ -6,7 +6,7 @@ fools the surrogate most on a fixed set of prior images (proxy validation, never
 with same-norm sign noise and with SGD-UAP, which does read the attacker's own training digits, on the four zoo
 architectures. For the two-owner protocol and the ImageNet run see `bastion reproduce uap`.
 
-About 15 s on one thread once the zoo models are cached (the first run trains the four, a minute each).
+About 20 s on one thread once the zoo models are cached (the first run trains the four, a minute each).
 Run: .venv/bin/python examples/data_free_uap.py
 """
 

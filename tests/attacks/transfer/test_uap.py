@@ -167,9 +167,7 @@ def test_fooling_rate_vs_brute_force_and_matrix():
 def test_proxy_validation_returns_best_checkpoint(monkeypatch):
     # FFF halves delta on its last step: "last" returns the halved delta, "best" the validated one before it
     kw = dict(xi=0.1, steps=6, halve_every=6, lr=0.05, seed=2)
-    last = fff(tiny_net(), **kw)
-    last.select = "last"
-    r_last, r_best = last.fit(SHAPE), fff(tiny_net(), **kw).fit(SHAPE)
+    r_last, r_best = fff(tiny_net(), select="last", **kw).fit(SHAPE), fff(tiny_net(), **kw).fit(SHAPE)
     assert [h["loss"] for h in r_last.history] == [h["loss"] for h in r_best.history]  # same trajectory
     assert r_last.history[-1]["rescaled"] and r_last.config["chosen_step"] == 5
     assert float(r_last.delta.abs().max()) <= 0.05 + 1e-7  # halved
@@ -210,6 +208,14 @@ def test_proxy_validation_returns_best_checkpoint(monkeypatch):
     assert val(uap_objective(net, val_x, res.delta, "divergence")) == pytest.approx(best["val_objective"], rel=1e-5)
     uap.select = "last"
     assert [h["loss"] for h in uap.fit(SHAPE).history] == [h["loss"] for h in res.history]
+
+    # equal keys: the first checkpoint wins (a dead surrogate: zero features, zero gradient, delta never moves)
+    dead = nn.Sequential(nn.Flatten(), nn.Linear(64, 5), nn.ReLU())
+    nn.init.zeros_(dead[1].weight)
+    nn.init.constant_(dead[1].bias, -1.0)
+    res = DataFreeUAP(dead, xi=0.1, objective="divergence", prior="range", steps=6, validate_every=2).fit(SHAPE)
+    assert [h["step"] for h in res.history if "val_fooling" in h] == [1, 3, 5]
+    assert res.config["chosen_step"] == 1 and res.config["validate_every"] == 2
 
 
 def test_errors():
